@@ -1,0 +1,3 @@
+from upres.cli.main import run
+
+run()

@@ -1,0 +1,415 @@
+"""The public Python API: `Upscaler` turns images of any kind into bigger ones.
+
+Every surface (CLI, service, batch) calls `Upscaler.upscale_image` or `upscale_file`;
+none of them re-implements tiling, precision choice or file writing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+
+from upres.engine.plan import DEFAULT_OVERLAP, make_plan, resolve_device
+from upres.engine.run import ProgressCallback, TileRunner
+from upres.errors import BadInputError, OutputExistsError
+from upres.io.image import (
+    Image,
+    fill_transparent_colour,
+    image_from_array,
+    image_from_pil,
+    image_to_array,
+    image_to_pil,
+    read_image,
+    unit_float,
+    write_image,
+)
+from upres.models.loader import LoadedModel, load_model
+
+MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
+
+
+@dataclass
+class UpscaleReport:
+    """What happened to one image, for summaries and --json."""
+
+    input_size: tuple[int, int] = (0, 0)  # width, height as given
+    output_size: tuple[int, int] = (0, 0)
+    model_passes: int = 0
+    tiles: int = 0
+    oom_retries: int = 0
+    fp32_fallbacks: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FileResult:
+    source: Path
+    destination: Path
+    status: str  # "done" | "skipped"
+    seconds: float = 0.0
+    report: UpscaleReport | None = None
+
+
+def default_max_input_size() -> int | None:
+    import os
+
+    value = os.environ.get(MAX_INPUT_ENV)
+    return int(value) if value else None
+
+
+class Upscaler:
+    """A loaded model plus how to run it. Safe to share between calls and threads."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: str | int | None = None,
+        tile_overlap: int = DEFAULT_OVERLAP,
+    ) -> None:
+        self.model = model
+        self.device = resolve_device(device)
+        self.precision = precision
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        planned = make_plan(model.descriptor, self.device, tile=tile, precision=precision)
+        self.dtype = planned.dtype
+        self._models: dict[torch.dtype, torch.nn.Module] = {}
+        self._models_lock = threading.Lock()
+        self._model_for(self.dtype)  # move to the device now, so errors surface at load
+
+    # -- facts ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def scale(self) -> int:
+        return self.model.descriptor.scale
+
+    @property
+    def architecture(self) -> str:
+        return self.model.descriptor.architecture.name
+
+    def __repr__(self) -> str:
+        return (
+            f"Upscaler({self.name!r}, arch={self.architecture}, scale={self.scale},"
+            f" device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
+    # -- the model on the device ----------------------------------------------------
+
+    def _model_for(self, dtype: torch.dtype) -> torch.nn.Module:
+        with self._models_lock:
+            if dtype not in self._models:
+                network = self.model.descriptor.model
+                if self._models:  # keep the first copy; others are converted clones
+                    import copy
+
+                    network = copy.deepcopy(next(iter(self._models.values())))
+                self._models[dtype] = network.to(self.device, dtype=dtype).eval()
+            return self._models[dtype]
+
+    # -- images ---------------------------------------------------------------------
+
+    def __call__(self, image: Any, *, scale: float | None = None, sharpen: float = 0.0) -> Any:
+        """Upscale a PIL image, a numpy array (HW/HWC, uint8/uint16/float) or a torch tensor.
+
+        Returns the same kind: PIL in, PIL out; the array's dtype and layout are kept; a
+        tensor (CHW or BCHW, float in [0, 1]) comes back on its device and dtype.
+        """
+        if isinstance(image, PIL.Image.Image):
+            result, _ = self.upscale_image(image_from_pil(image), scale=scale, sharpen=sharpen)
+            return image_to_pil(result)
+        if isinstance(image, np.ndarray):
+            decoded, dtype_name = image_from_array(image)
+            out_dtype = np.dtype(dtype_name) if dtype_name in ("uint8", "uint16") else np.float32
+            result, _ = self.upscale_image(
+                decoded, scale=scale, sharpen=sharpen, out_dtype=out_dtype
+            )
+            return image_to_array(result, dtype_name)
+        if isinstance(image, torch.Tensor):
+            return self._call_tensor(image, scale=scale, sharpen=sharpen)
+        raise BadInputError(
+            None, f"cannot upscale a {type(image).__name__}; give PIL, numpy or torch"
+        )
+
+    def _call_tensor(
+        self, tensor: torch.Tensor, *, scale: float | None, sharpen: float
+    ) -> torch.Tensor:
+        batched = tensor.ndim == 4
+        if tensor.ndim not in (3, 4):
+            raise BadInputError(
+                None, f"expected a CHW or BCHW tensor, got shape {tuple(tensor.shape)}"
+            )
+        items = tensor if batched else tensor[None]
+        outputs = []
+        for item in items:
+            pixels = item.detach().float().cpu().permute(1, 2, 0).numpy()
+            result, _ = self.upscale_image(
+                Image(pixels=np.ascontiguousarray(pixels)),
+                scale=scale,
+                sharpen=sharpen,
+                out_dtype=np.float32,
+            )
+            outputs.append(torch.from_numpy(result.pixels).permute(2, 0, 1))
+        stacked = torch.stack(outputs).to(tensor.device, dtype=tensor.dtype)
+        return stacked if batched else stacked[0]
+
+    def upscale_image(
+        self,
+        image: Image,
+        *,
+        scale: float | None = None,
+        sharpen: float = 0.0,
+        max_input_size: int | None = None,
+        out_dtype: np.dtype | type | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[Image, UpscaleReport]:
+        """decode is done; plan, infer, assemble here; encoding is the caller's."""
+        factor = float(scale) if scale else float(self.scale)
+        if factor <= 0 or not math.isfinite(factor):
+            raise ValueError(f"scale must be a positive number, not {scale}")
+        if not 0.0 <= sharpen <= 1.0:
+            raise ValueError(f"sharpen must be between 0 and 1, not {sharpen}")
+        if image.height == 0 or image.width == 0:
+            raise BadInputError(image.source, "image has a zero side")
+        report = UpscaleReport(input_size=(image.width, image.height))
+        image = self._limit_input(image, max_input_size, report)
+        target = (round(image.width * factor), round(image.height * factor))
+        final_dtype = (
+            np.dtype(out_dtype)
+            if out_dtype is not None
+            else (np.dtype(np.uint16) if image.bit_depth == 16 else np.dtype(np.uint8))
+        )
+
+        pixels = image.pixels
+        if image.alpha is not None:
+            pixels = fill_transparent_colour(pixels, image.alpha)
+        passes = self._passes_for(factor)
+        pixels = self._run_passes(pixels, passes, final_dtype, report, progress)
+        alpha = None
+        if image.alpha is not None:
+            alpha = self._run_passes(image.alpha[:, :, None], passes, final_dtype, report, None)
+        pixels = fit_to(pixels, target)
+        if alpha is not None:
+            alpha = fit_to(alpha, target)[:, :, 0] if alpha.ndim == 3 else fit_to(alpha, target)
+        if sharpen > 0:
+            pixels = unsharp_mask(pixels, sharpen)
+        report.output_size = target
+        report.model_passes = passes
+        result = Image(
+            pixels=pixels,
+            alpha=alpha,
+            bit_depth=image.bit_depth,
+            icc_profile=image.icc_profile,
+            exif=image.exif,
+            source=image.source,
+            format=image.format,
+            info=dict(image.info),
+        )
+        return result, report
+
+    def _passes_for(self, factor: float) -> int:
+        if self.scale <= 1:
+            return 1
+        # Enough model passes to reach the factor; the rest is a high-quality resize.
+        return max(1, math.ceil(math.log(factor) / math.log(self.scale) - 1e-9))
+
+    def _limit_input(self, image: Image, limit: int | None, report: UpscaleReport) -> Image:
+        limit = limit if limit is not None else default_max_input_size()
+        longest = max(image.width, image.height)
+        if not limit or longest <= limit:
+            return image
+        ratio = limit / longest
+        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
+        report.notes.append(
+            f"input {image.width}x{image.height} downsized to {size[0]}x{size[1]}"
+            f" (max input size {limit})"
+        )
+        alpha = (
+            None
+            if image.alpha is None
+            else cv2.resize(image.alpha, size, interpolation=cv2.INTER_AREA)
+        )
+        pixels = cv2.resize(image.pixels, size, interpolation=cv2.INTER_AREA)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        return Image(
+            pixels=pixels,
+            alpha=alpha,
+            bit_depth=image.bit_depth,
+            icc_profile=image.icc_profile,
+            exif=image.exif,
+            source=image.source,
+            format=image.format,
+            info=dict(image.info),
+        )
+
+    def _run_passes(
+        self,
+        pixels: np.ndarray,
+        passes: int,
+        final_dtype: np.dtype,
+        report: UpscaleReport,
+        progress: ProgressCallback | None,
+    ) -> np.ndarray:
+        for index in range(passes):
+            last = index == passes - 1
+            pixels = unit_float(pixels)
+            pixels = self._run_once(
+                pixels, final_dtype if last else np.dtype(np.float32), report, progress
+            )
+        return pixels
+
+    def _run_once(
+        self,
+        pixels: np.ndarray,
+        out_dtype: np.dtype,
+        report: UpscaleReport,
+        progress: ProgressCallback | None,
+    ) -> np.ndarray:
+        """One model pass, adapting grey images to colour models and colour to grey models."""
+        wanted = self.model.descriptor.input_channels
+        have = pixels.shape[2]
+        if wanted == have:
+            return self._engine(pixels, out_dtype, report, progress)
+        if have == 1:
+            colour = self._engine(np.repeat(pixels, wanted, axis=2), out_dtype, report, progress)
+            return to_grey(colour)
+        if wanted == 1:
+            planes = [
+                self._engine(pixels[:, :, c : c + 1], out_dtype, report, progress)
+                for c in range(have)
+            ]
+            return np.concatenate(planes, axis=2)
+        raise BadInputError(None, f"model takes {wanted} channels, image has {have}")
+
+    def _engine(
+        self,
+        pixels: np.ndarray,
+        out_dtype: np.dtype,
+        report: UpscaleReport,
+        progress: ProgressCallback | None,
+    ) -> np.ndarray:
+        plan = make_plan(
+            self.model.descriptor,
+            self.device,
+            tile=self.tile,
+            overlap=self.tile_overlap,
+            precision=self.precision,
+        )
+        runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
+        output = runner.run(pixels, out_dtype)
+        report.tiles += runner.tiles_run
+        report.oom_retries += runner.retries
+        report.fp32_fallbacks += runner.fp32_fallbacks
+        if runner.retries:
+            report.notes.append(f"out of memory: {runner.retries} tile(s) retried smaller")
+        if runner.fp32_fallbacks:
+            report.notes.append("non-finite output in reduced precision: retried in fp32")
+        return output
+
+    # -- files ----------------------------------------------------------------------
+
+    def upscale_file(
+        self,
+        source: str | Path,
+        destination: str | Path,
+        *,
+        scale: float | None = None,
+        sharpen: float = 0.0,
+        format: str | None = None,
+        quality: int | None = None,
+        overwrite: bool = False,
+        skip_existing: bool = False,
+        max_input_size: int | None = None,
+        max_input_pixels: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> FileResult:
+        """Read, upscale and atomically write one file; never touches the input."""
+        source, destination = Path(source), Path(destination)
+        started = time.perf_counter()
+        if destination.exists():
+            if skip_existing:
+                return FileResult(source, destination, "skipped")
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{destination}: already exists (use --overwrite or --skip-existing)"
+                )
+            if source.exists() and source.resolve() == destination.resolve():
+                raise OutputExistsError(f"{destination}: is the input itself; write elsewhere")
+        image = read_image(source, max_pixels=max_input_pixels)
+        result, report = self.upscale_image(
+            image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, progress=progress
+        )
+        written = write_image(result, destination, format=format, quality=quality)
+        return FileResult(source, written, "done", time.perf_counter() - started, report)
+
+
+# -- pixel helpers shared by the passes --------------------------------------------------
+
+
+def to_grey(colour: np.ndarray) -> np.ndarray:
+    """RGB -> one channel with BT.601 weights, in the same dtype."""
+    weights = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    grey = colour.astype(np.float32) @ weights
+    if np.issubdtype(colour.dtype, np.integer):
+        grey = np.rint(grey).astype(colour.dtype)
+    return grey[:, :, None]
+
+
+def fit_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize to (width, height) if needed: area for shrinking, Lanczos for growing."""
+    height, width = pixels.shape[:2]
+    if (width, height) == size:
+        return pixels
+    shrinking = size[0] < width
+    method = cv2.INTER_AREA if shrinking else cv2.INTER_LANCZOS4
+    resized = cv2.resize(pixels, size, interpolation=method)
+    if resized.ndim == 2:
+        resized = resized[:, :, None]
+    if resized.dtype == np.float32:
+        np.clip(resized, 0.0, 1.0, out=resized)  # Lanczos rings past the range
+    return resized
+
+
+def unsharp_mask(pixels: np.ndarray, amount: float, sigma: float = 1.5) -> np.ndarray:
+    """pixels + amount * (pixels - blur); cv2 saturates integer types for us."""
+    blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
+    sharpened = cv2.addWeighted(pixels, 1.0 + amount, blurred, -amount, 0)
+    if sharpened.ndim == 2:
+        sharpened = sharpened[:, :, None]
+    if sharpened.dtype == np.float32:
+        np.clip(sharpened, 0.0, 1.0, out=sharpened)
+    return sharpened
+
+
+def load(
+    name_or_path: str | Path | None = None,
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: str | int | None = None,
+    tile_overlap: int = DEFAULT_OVERLAP,
+) -> Upscaler:
+    """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows."""
+    return Upscaler(
+        load_model(name_or_path),
+        device=device,
+        precision=precision,
+        tile=tile,
+        tile_overlap=tile_overlap,
+    )

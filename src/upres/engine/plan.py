@@ -1,0 +1,167 @@
+"""The planner decides: device, precision and tile size, from the model and free memory.
+
+The runner (run.py) obeys the plan and only shrinks a tile when memory runs out anyway.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import psutil
+import torch
+from spandrel import ImageModelDescriptor
+
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+
+DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+}
+
+DEFAULT_OVERLAP = 32
+SMALLEST_TILE = 32  # OOM retries halve a tile down to this, then give up
+LARGEST_TILE = 2048  # bigger tiles gain nothing and make one allocation huge
+# Share of the free memory a tile may plan to use: activations are estimates and the
+# allocator fragments, so leave room.
+MEMORY_SHARE = 0.5
+
+# Peak working memory per input pixel in fp32 at scale 4, measured roughly per family;
+# attention models keep per-window score matrices and wide MLPs alive.
+BYTES_PER_PIXEL_FP32 = {
+    "Compact": 4_000,
+    "ESRGAN": 14_000,
+    "RealCUGAN": 10_000,
+    "SwinIR": 30_000,
+    "Swin2SR": 30_000,
+    "HAT": 60_000,
+    "DAT": 40_000,
+}
+UNKNOWN_BYTES_PER_PIXEL_FP32 = 40_000
+
+
+@dataclass(frozen=True)
+class SizeRules:
+    """What the model demands of an input's height and width."""
+
+    multiple: int
+    minimum: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    device: torch.device
+    dtype: torch.dtype
+    tile: int  # core size in input pixels; >= the image side means one tile
+    overlap: int
+    rules: SizeRules
+
+
+def resolve_device(requested: str = "auto") -> torch.device:
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def choose_precision(
+    descriptor: ImageModelDescriptor, device: torch.device, requested: str = "auto"
+) -> torch.dtype:
+    """fp32 on CPU; on an accelerator bf16/fp16 only where the descriptor says it works.
+
+    An explicit request the model cannot honour falls back to fp32 rather than producing
+    black images (SwinIR-family outputs overflow in fp16).
+    """
+    if requested == "auto":
+        requested = os.environ.get("UPRES_PRECISION", "auto").lower()
+    if requested not in ("auto", *DTYPES):
+        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {requested!r}")
+    if requested == "fp32" or (requested == "auto" and device.type == "cpu"):
+        return torch.float32
+    bf16_ok = descriptor.supports_bfloat16 and (
+        device.type != "cuda" or torch.cuda.is_bf16_supported()
+    )
+    if requested == "bf16":
+        return torch.bfloat16 if bf16_ok else torch.float32
+    if requested == "fp16":
+        return torch.float16 if descriptor.supports_half else torch.float32
+    if descriptor.supports_half and device.type != "cpu":
+        return torch.float16
+    return torch.bfloat16 if bf16_ok else torch.float32
+
+
+def size_rules(descriptor: ImageModelDescriptor) -> SizeRules:
+    """Multiple and minimum side, including the attention window that Swin-family models pad to."""
+    requirements = descriptor.size_requirements
+    multiple = requirements.multiple_of
+    window = getattr(descriptor.model, "window_size", None)
+    if isinstance(window, int) and window > 1:
+        multiple = math.lcm(multiple, window)
+    minimum = max(requirements.minimum, multiple)
+    return SizeRules(multiple=multiple, minimum=minimum)
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    return int(psutil.virtual_memory().available)
+
+
+def bytes_per_input_pixel(descriptor: ImageModelDescriptor, dtype: torch.dtype) -> float:
+    family = descriptor.architecture.id
+    per_pixel = BYTES_PER_PIXEL_FP32.get(family, UNKNOWN_BYTES_PER_PIXEL_FP32)
+    per_pixel *= max(descriptor.scale, 1) ** 2 / 16 + 0.5  # output-side buffers grow with scale
+    if dtype != torch.float32:
+        per_pixel /= 2
+    return per_pixel
+
+
+def auto_tile_size(
+    descriptor: ImageModelDescriptor, device: torch.device, dtype: torch.dtype
+) -> int:
+    budget = free_memory_bytes(device) * MEMORY_SHARE
+    side = int(math.sqrt(budget / bytes_per_input_pixel(descriptor, dtype)))
+    return max(SMALLEST_TILE, min(LARGEST_TILE, side))
+
+
+def parse_tile(value: str | int | None) -> int | None:
+    """`auto` (or None) -> None, meaning planned from memory; otherwise a positive integer."""
+    if value is None:
+        value = os.environ.get("UPRES_TILE_SIZE", "auto")
+    if isinstance(value, int):
+        tile = value
+    elif str(value).strip().lower() == "auto":
+        return None
+    else:
+        try:
+            tile = int(value)
+        except ValueError:
+            raise ValueError(f"tile must be 'auto' or a number of pixels, not {value!r}") from None
+    if tile <= 0:
+        raise ValueError(f"tile must be positive, not {tile}")
+    return tile
+
+
+def make_plan(
+    descriptor: ImageModelDescriptor,
+    device: torch.device,
+    *,
+    tile: str | int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
+    precision: str = "auto",
+) -> Plan:
+    rules = size_rules(descriptor)
+    dtype = choose_precision(descriptor, device, precision)
+    chosen = parse_tile(tile)
+    if chosen is None:
+        chosen = auto_tile_size(descriptor, device, dtype)
+    # Cores on window multiples keep every crop a whole number of windows.
+    chosen = max(rules.multiple, chosen // rules.multiple * rules.multiple)
+    return Plan(device=device, dtype=dtype, tile=chosen, overlap=max(0, overlap), rules=rules)

@@ -1,0 +1,1 @@
+"""Models: the catalogue of named models, safe checkpoint loading, ncnn conversion."""
