@@ -47,7 +47,9 @@ def test_torch_tensors_come_back_as_tensors(tiny, photo):
 
 @pytest.mark.parametrize(("factor", "passes"), [(1.5, 1), (2, 1), (3, 2), (4, 2)])
 def test_any_scale_factor(tiny, photo, factor, passes):
-    result, report = tiny.upscale_image(Image(photo[:21, :30].astype(np.float32) / 255), scale=factor)
+    result, report = tiny.upscale_image(
+        Image(photo[:21, :30].astype(np.float32) / 255), scale=factor
+    )
     assert result.pixels.shape[:2] == (round(21 * factor), round(30 * factor))
     assert report.model_passes == passes
 

@@ -55,7 +55,9 @@ def test_a_batch_with_bad_files_processes_the_rest_and_fails(folder, tmp_path, c
     assert PILImage.open(out / "sub" / "b.jpg").size == (40, 40)
     assert "c_truncated.png" in result.stderr and "truncated" in result.stderr.lower()
     assert "d_empty.png" in result.stderr and "empty" in result.stderr
-    failed = {Path(r["input"]).name: r["error"] for r in summary["images"] if r["status"] == "failed"}
+    failed = {
+        Path(r["input"]).name: r["error"] for r in summary["images"] if r["status"] == "failed"
+    }
     assert set(failed) == {"c_truncated.png", "d_empty.png"}
     assert not (out / "c_truncated.png").exists() and no_temporary_files(out)
 
@@ -73,8 +75,22 @@ def test_skip_existing_and_overwrite(folder, tmp_path, compact_checkpoint):
 def test_globs_formats_scale_and_sharpen(folder, tmp_path, compact_checkpoint):
     out = tmp_path / "jpgs"
     result = upres_cli(
-        "upscale", str(folder / "*.png"), "-o", out, "-m", compact_checkpoint,
-        "--format", "jpg", "--quality", "80", "--scale", "3", "--sharpen", "0.5", "--tile", "16",
+        "upscale",
+        str(folder / "*.png"),
+        "-o",
+        out,
+        "-m",
+        compact_checkpoint,
+        "--format",
+        "jpg",
+        "--quality",
+        "80",
+        "--scale",
+        "3",
+        "--sharpen",
+        "0.5",
+        "--tile",
+        "16",
     )
     assert result.exit_code == 1  # the truncated and empty PNGs match the glob too
     image = PILImage.open(out / "a.jpg")

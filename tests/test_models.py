@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_compact
 from safetensors.torch import save_file
 
 import upres
+from conftest import tiny_compact
 from upres.errors import ModelLoadError, ModelNotFoundError
+from upres.models.cache import sha256_of, sidecar_of
 from upres.models.catalog import CATALOG, DEFAULT_MODEL
-from upres.models.loader import converted_path, load_model
+from upres.models.loader import load_model
 
 
 def test_checkpoint_in_the_official_wrapper_loads_by_path(compact_checkpoint):
@@ -45,7 +46,11 @@ def test_missing_checkpoint_file_names_the_file(tmp_path):
     [
         ("empty.pth", b"", "empty file"),
         ("notes.pth", b"these are my notes, not a model\n" * 4, "not a PyTorch checkpoint"),
-        ("broken.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage", "not a valid safetensors"),
+        (
+            "broken.safetensors",
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage",
+            "not a valid safetensors",
+        ),
     ],
 )
 def test_files_that_are_not_models_are_refused(tmp_path, name, content, problem):
@@ -94,8 +99,8 @@ def test_default_model_converts_once_into_the_cache_with_its_sha256():
     upscaler = upres.load()
     assert upscaler.name == DEFAULT_MODEL and upscaler.scale == 4
     assert upscaler.architecture == "ESRGAN"
-    cached = converted_path(card)
-    sidecar = cached.with_name(cached.name + ".sha256")
+    cached = card.source.target(card)
+    sidecar = sidecar_of(cached)
     assert sidecar.read_text().split()[0] == card.sha256
     stamp = cached.stat().st_mtime_ns
     load_model(DEFAULT_MODEL)
@@ -105,11 +110,9 @@ def test_default_model_converts_once_into_the_cache_with_its_sha256():
 def test_a_damaged_cache_file_is_converted_again():
     card = CATALOG[DEFAULT_MODEL]
     load_model(DEFAULT_MODEL)
-    cached = converted_path(card)
+    cached = card.source.target(card)
     with open(cached, "r+b") as handle:
         handle.seek(-16, os.SEEK_END)
         handle.write(b"\xff" * 16)
     load_model(DEFAULT_MODEL)
-    from upres.models.loader import sha256_of
-
     assert sha256_of(cached) == card.sha256

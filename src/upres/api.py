@@ -312,7 +312,13 @@ class Upscaler:
             precision=self.precision,
         )
         runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
+        pad = self.model.card.pre_pad if self.model.card else 0
+        if pad:
+            pixels = reflect_pad(pixels, pad)
         output = runner.run(pixels, out_dtype)
+        if pad:
+            border = pad * self.scale
+            output = np.ascontiguousarray(output[border:-border, border:-border])
         report.tiles += runner.tiles_run
         report.oom_retries += runner.retries
         report.fp32_fallbacks += runner.fp32_fallbacks
@@ -360,6 +366,12 @@ class Upscaler:
 
 
 # -- pixel helpers shared by the passes --------------------------------------------------
+
+
+def reflect_pad(pixels: np.ndarray, pad: int) -> np.ndarray:
+    """Mirror `pad` pixels onto every side (edge-repeat where the image is too small)."""
+    mode = "reflect" if min(pixels.shape[:2]) > pad else "edge"
+    return np.pad(pixels, ((pad, pad), (pad, pad), (0, 0)), mode=mode)
 
 
 def to_grey(colour: np.ndarray) -> np.ndarray:

@@ -8,20 +8,14 @@ import typer
 from rich.table import Table
 
 from upres.cli.common import out
-from upres.errors import ModelNotFoundError
 from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard
-from upres.models.loader import converted_path, packaged_file
 
 
 def availability(card: ModelCard) -> str:
-    """'cached' (converted), 'installed' (converted on first use) or 'missing'."""
-    if converted_path(card).is_file():
+    """'cached' (ready in the cache), 'installed' (obtainable offline) or 'missing'."""
+    if card.source.is_local(card):
         return "cached"
-    try:
-        packaged_file(card.source, ".param")
-    except ModelNotFoundError:
-        return "missing"
-    return "installed"
+    return "installed" if card.source.can_fetch(card) else "missing"
 
 
 def card_row(card: ModelCard) -> dict:

