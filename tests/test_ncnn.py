@@ -193,13 +193,12 @@ def test_wrong_pair_raises(models_dir: Path) -> None:
 
 
 def test_unsupported_layer_raises(tmp_path: Path) -> None:
-    param = tmp_path / "fc.param"
-    param.write_text(
-        "7767517\n2 2\nInput in 0 1 data\nInnerProduct fc 1 1 data output 0=2 1=1 2=8\n"
-    )
-    weights = tmp_path / "fc.bin"
+    # LSTM carries weights whose layout is not read here (InnerProduct now is: Real-CUGAN).
+    param = tmp_path / "lstm.param"
+    param.write_text("7767517\n2 2\nInput in 0 1 data\nLSTM lstm 1 1 data output 0=2 1=8 2=0\n")
+    weights = tmp_path / "lstm.bin"
     weights.write_bytes(b"\0" * 44)
-    with pytest.raises(ModelLoadError, match="InnerProduct"):
+    with pytest.raises(ModelLoadError, match="LSTM"):
         read_weights(param, weights)
 
 

@@ -4,11 +4,12 @@
 >>> upscaler = upres.load()              # realesrgan-x4plus, offline
 >>> bigger = upscaler(pil_image)         # PIL, numpy or torch in; the same kind out
 >>> upscaler.upscale_file("in.jpg", "out.png")
+>>> chain = upres.load(["swinir-jpeg-colour-q40-x1", "swin2sr-classical-x4"])  # in order
 """
 
 from importlib.metadata import PackageNotFoundError, version
 
-from upres.api import Upscaler, load
+from upres.api import Pipeline, Upscaler, load, load_chain
 from upres.errors import (
     BadInputError,
     ModelLoadError,
@@ -29,8 +30,10 @@ __all__ = [
     "ModelNotFoundError",
     "OutOfMemoryError",
     "OutputExistsError",
+    "Pipeline",
     "UpresError",
     "Upscaler",
     "__version__",
     "load",
+    "load_chain",
 ]

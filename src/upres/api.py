@@ -66,63 +66,28 @@ def default_max_input_size() -> int | None:
     return int(value) if value else None
 
 
-class Upscaler:
-    """A loaded model plus how to run it. Safe to share between calls and threads."""
+class ImageRunner:
+    """What every way of running models offers on top of `upscale_image`: any image kind
+    in (`__call__`) and files (`upscale_file`). Upscaler and Pipeline both inherit it, so
+    the CLI and the API never care which one they hold."""
 
-    def __init__(
+    name: str
+    scale: int
+    architecture: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def upscale_image(
         self,
-        model: LoadedModel,
+        image: Image,
         *,
-        device: str = "auto",
-        precision: str = "auto",
-        tile: str | int | None = None,
-        tile_overlap: int = DEFAULT_OVERLAP,
-    ) -> None:
-        self.model = model
-        self.device = resolve_device(device)
-        self.precision = precision
-        self.tile = tile
-        self.tile_overlap = tile_overlap
-        planned = make_plan(model.descriptor, self.device, tile=tile, precision=precision)
-        self.dtype = planned.dtype
-        self._models: dict[torch.dtype, torch.nn.Module] = {}
-        self._models_lock = threading.Lock()
-        self._model_for(self.dtype)  # move to the device now, so errors surface at load
-
-    # -- facts ----------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def scale(self) -> int:
-        return self.model.descriptor.scale
-
-    @property
-    def architecture(self) -> str:
-        return self.model.descriptor.architecture.name
-
-    def __repr__(self) -> str:
-        return (
-            f"Upscaler({self.name!r}, arch={self.architecture}, scale={self.scale},"
-            f" device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
-        )
-
-    # -- the model on the device ----------------------------------------------------
-
-    def _model_for(self, dtype: torch.dtype) -> torch.nn.Module:
-        with self._models_lock:
-            if dtype not in self._models:
-                network = self.model.descriptor.model
-                if self._models:  # keep the first copy; others are converted clones
-                    import copy
-
-                    network = copy.deepcopy(next(iter(self._models.values())))
-                self._models[dtype] = network.to(self.device, dtype=dtype).eval()
-            return self._models[dtype]
-
-    # -- images ---------------------------------------------------------------------
+        scale: float | None = None,
+        sharpen: float = 0.0,
+        max_input_size: int | None = None,
+        out_dtype: np.dtype | type | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[Image, UpscaleReport]:
+        raise NotImplementedError
 
     def __call__(self, image: Any, *, scale: float | None = None, sharpen: float = 0.0) -> Any:
         """Upscale a PIL image, a numpy array (HW/HWC, uint8/uint16/float) or a torch tensor.
@@ -167,6 +132,99 @@ class Upscaler:
             outputs.append(torch.from_numpy(result.pixels).permute(2, 0, 1))
         stacked = torch.stack(outputs).to(tensor.device, dtype=tensor.dtype)
         return stacked if batched else stacked[0]
+
+    def upscale_file(
+        self,
+        source: str | Path,
+        destination: str | Path,
+        *,
+        scale: float | None = None,
+        sharpen: float = 0.0,
+        format: str | None = None,
+        quality: int | None = None,
+        overwrite: bool = False,
+        skip_existing: bool = False,
+        max_input_size: int | None = None,
+        max_input_pixels: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> FileResult:
+        """Read, upscale and atomically write one file; never touches the input."""
+        source, destination = Path(source), Path(destination)
+        started = time.perf_counter()
+        if destination.exists():
+            if skip_existing:
+                return FileResult(source, destination, "skipped")
+            if not overwrite:
+                raise OutputExistsError(
+                    f"{destination}: already exists (use --overwrite or --skip-existing)"
+                )
+            if source.exists() and source.resolve() == destination.resolve():
+                raise OutputExistsError(f"{destination}: is the input itself; write elsewhere")
+        image = read_image(source, max_pixels=max_input_pixels)
+        result, report = self.upscale_image(
+            image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, progress=progress
+        )
+        written = write_image(result, destination, format=format, quality=quality)
+        return FileResult(source, written, "done", time.perf_counter() - started, report)
+
+
+class Upscaler(ImageRunner):
+    """A loaded model plus how to run it. Safe to share between calls and threads."""
+
+    def __init__(
+        self,
+        model: LoadedModel,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        tile: str | int | None = None,
+        tile_overlap: int = DEFAULT_OVERLAP,
+    ) -> None:
+        self.model = model
+        self.device = resolve_device(device)
+        self.precision = card_precision(precision, model, self.device)
+        self.tile = tile
+        self.tile_overlap = tile_overlap
+        planned = make_plan(model.descriptor, self.device, tile=tile, precision=self.precision)
+        self.dtype = planned.dtype
+        self._models: dict[torch.dtype, torch.nn.Module] = {}
+        self._models_lock = threading.Lock()
+        self._model_for(self.dtype)  # move to the device now, so errors surface at load
+
+    # -- facts ----------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def scale(self) -> int:
+        return self.model.descriptor.scale
+
+    @property
+    def architecture(self) -> str:
+        return self.model.descriptor.architecture.name
+
+    def __repr__(self) -> str:
+        return (
+            f"Upscaler({self.name!r}, arch={self.architecture}, scale={self.scale},"
+            f" device={self.device}, dtype={str(self.dtype).removeprefix('torch.')})"
+        )
+
+    # -- the model on the device ----------------------------------------------------
+
+    def _model_for(self, dtype: torch.dtype) -> torch.nn.Module:
+        with self._models_lock:
+            if dtype not in self._models:
+                network = self.model.descriptor.model
+                if self._models:  # keep the first copy; others are converted clones
+                    import copy
+
+                    network = copy.deepcopy(next(iter(self._models.values())))
+                self._models[dtype] = network.to(self.device, dtype=dtype).eval()
+            return self._models[dtype]
+
+    # -- images ---------------------------------------------------------------------
 
     def upscale_image(
         self,
@@ -328,41 +386,97 @@ class Upscaler:
             report.notes.append("non-finite output in reduced precision: retried in fp32")
         return output
 
-    # -- files ----------------------------------------------------------------------
 
-    def upscale_file(
+def card_precision(requested: str, model: LoadedModel, device: torch.device) -> str:
+    """An explicit request or UPRES_PRECISION wins; else the card's preference, off the CPU."""
+    import os
+
+    preferred = model.card.preferred_precision if model.card else "auto"
+    if requested != "auto" or os.environ.get("UPRES_PRECISION") or device.type == "cpu":
+        return requested
+    return preferred
+
+
+class Pipeline(ImageRunner):
+    """Models run one after another (e.g. a x1 restoration, then a x4 upscaler).
+
+    Each stage runs at its own scale with float results in between (no rounding between
+    stages); `scale` is the chain's total: the last stage makes up the difference, with
+    extra passes or a resize exactly as a single Upscaler does.
+    """
+
+    def __init__(self, stages: list[Upscaler]) -> None:
+        if not stages:
+            raise ValueError("a pipeline needs at least one model")
+        self.stages = stages
+
+    @property
+    def name(self) -> str:
+        return "+".join(stage.name for stage in self.stages)
+
+    @property
+    def scale(self) -> int:
+        return math.prod(stage.scale for stage in self.stages)
+
+    @property
+    def architecture(self) -> str:
+        return "+".join(stage.architecture for stage in self.stages)
+
+    @property
+    def device(self) -> torch.device:
+        return self.stages[0].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.stages[0].dtype
+
+    def __repr__(self) -> str:
+        return f"Pipeline({', '.join(repr(stage) for stage in self.stages)})"
+
+    def upscale_image(
         self,
-        source: str | Path,
-        destination: str | Path,
+        image: Image,
         *,
         scale: float | None = None,
         sharpen: float = 0.0,
-        format: str | None = None,
-        quality: int | None = None,
-        overwrite: bool = False,
-        skip_existing: bool = False,
         max_input_size: int | None = None,
-        max_input_pixels: int | None = None,
+        out_dtype: np.dtype | type | None = None,
         progress: ProgressCallback | None = None,
-    ) -> FileResult:
-        """Read, upscale and atomically write one file; never touches the input."""
-        source, destination = Path(source), Path(destination)
-        started = time.perf_counter()
-        if destination.exists():
-            if skip_existing:
-                return FileResult(source, destination, "skipped")
-            if not overwrite:
-                raise OutputExistsError(
-                    f"{destination}: already exists (use --overwrite or --skip-existing)"
-                )
-            if source.exists() and source.resolve() == destination.resolve():
-                raise OutputExistsError(f"{destination}: is the input itself; write elsewhere")
-        image = read_image(source, max_pixels=max_input_pixels)
-        result, report = self.upscale_image(
-            image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, progress=progress
+    ) -> tuple[Image, UpscaleReport]:
+        factor = float(scale) if scale else float(self.scale)
+        if factor <= 0 or not math.isfinite(factor):
+            raise ValueError(f"scale must be a positive number, not {scale}")
+        if out_dtype is None:  # the input's depth, decided before stages make it float
+            out_dtype = np.uint16 if image.bit_depth == 16 else np.uint8
+        *leading, last = self.stages
+        total = UpscaleReport(input_size=(image.width, image.height))
+        done = 1.0
+        for stage in leading:
+            image, report = stage.upscale_image(
+                image, max_input_size=max_input_size, out_dtype=np.float32, progress=progress
+            )
+            merge(total, report)
+            done *= stage.scale
+            max_input_size = None  # only the pipeline's input is limited
+        image, report = last.upscale_image(
+            image,
+            scale=factor / done,
+            sharpen=sharpen,
+            max_input_size=max_input_size,
+            out_dtype=out_dtype,
+            progress=progress,
         )
-        written = write_image(result, destination, format=format, quality=quality)
-        return FileResult(source, written, "done", time.perf_counter() - started, report)
+        merge(total, report)
+        total.output_size = report.output_size
+        return image, total
+
+
+def merge(total: UpscaleReport, stage: UpscaleReport) -> None:
+    total.model_passes += stage.model_passes
+    total.tiles += stage.tiles
+    total.oom_retries += stage.oom_retries
+    total.fp32_fallbacks += stage.fp32_fallbacks
+    total.notes.extend(stage.notes)
 
 
 # -- pixel helpers shared by the passes --------------------------------------------------
@@ -410,18 +524,58 @@ def unsharp_mask(pixels: np.ndarray, amount: float, sigma: float = 1.5) -> np.nd
 
 
 def load(
-    name_or_path: str | Path | None = None,
+    name_or_path: str | Path | list[str | Path] | tuple[str | Path, ...] | None = None,
     *,
     device: str = "auto",
     precision: str = "auto",
     tile: str | int | None = None,
     tile_overlap: int = DEFAULT_OVERLAP,
-) -> Upscaler:
-    """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows."""
+    denoise_strength: float | None = None,
+) -> Upscaler | Pipeline:
+    """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows.
+
+    A list of several names or files loads a chain that runs them in order (a Pipeline).
+    `denoise_strength` (0..1) sets it for models that have one (realesr-general-v3-x4).
+    """
+    options = {"device": device, "precision": precision, "tile": tile}
+    options |= {"tile_overlap": tile_overlap, "denoise_strength": denoise_strength}
+    if isinstance(name_or_path, list | tuple):
+        if len(name_or_path) != 1:
+            return load_chain(name_or_path, **options)
+        name_or_path = name_or_path[0]
     return Upscaler(
-        load_model(name_or_path),
+        load_model(name_or_path, denoise_strength=denoise_strength),
         device=device,
         precision=precision,
         tile=tile,
         tile_overlap=tile_overlap,
     )
+
+
+def load_chain(
+    names_or_paths: list[str | Path] | tuple[str | Path, ...],
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    tile: str | int | None = None,
+    tile_overlap: int = DEFAULT_OVERLAP,
+    denoise_strength: float | None = None,
+) -> Pipeline:
+    """Models that run one after another; the denoise strength goes to those that have one."""
+    stages = []
+    for target in names_or_paths:
+        model = load_model(target, denoise_strength=strength_for(target, denoise_strength))
+        stages.append(
+            Upscaler(
+                model, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap
+            )
+        )
+    return Pipeline(stages)
+
+
+def strength_for(target: str | Path, strength: float | None) -> float | None:
+    """Pass a denoise strength only to the built-in models that blend weights."""
+    from upres.models.catalog import CATALOG
+
+    card = CATALOG.get(str(target).lower())
+    return strength if card is not None and card.blend_with else None

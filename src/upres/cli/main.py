@@ -7,6 +7,8 @@ import typer
 import upres
 from upres.cli import eval as eval_command
 from upres.cli import models as models_command
+from upres.cli import restore as restore_command
+from upres.cli import serve as serve_command
 from upres.cli import upscale as upscale_command
 
 app = typer.Typer(
@@ -34,8 +36,10 @@ def main(
 
 
 upscale_command.register(app)
+restore_command.register(app)
 models_command.register(app)
 eval_command.register(app)
+serve_command.register(app)
 
 
 def run() -> None:

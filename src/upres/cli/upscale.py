@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.progress import (
@@ -15,7 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from upres.api import FileResult, Upscaler, load
+from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
     EXIT_OK,
     EXIT_SOME_FAILED,
@@ -59,7 +62,7 @@ def result_row(job: Job, result: FileResult | None, error: str | None) -> dict:
     return row
 
 
-def run_jobs(upscaler: Upscaler, jobs: list[Job], options: dict) -> list[dict]:
+def run_jobs(upscaler: ImageRunner, jobs: list[Job], options: dict) -> list[dict]:
     rows = []
     with make_progress() as progress:
         images = progress.add_task("images", total=len(jobs))
@@ -106,98 +109,169 @@ def print_summary(rows: list[dict], as_json: bool, model: str) -> None:
     out.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
 
 
+# Options shared by `upscale` and `restore` (typer lets one Option serve several commands).
+INPUTS = typer.Argument(..., metavar="INPUT...", help="Image files, folders or globs.")
+OUTPUT = typer.Option(
+    None, "-o", "--output", help="Output file (one input) or folder. Default: beside each input."
+)
+TILE = typer.Option(
+    None,
+    "--tile",
+    help="Tile size in input pixels, or 'auto' (from free memory; env UPRES_TILE_SIZE).",
+)
+TILE_OVERLAP = typer.Option(32, "--tile-overlap", min=0, help="Context pixels around each tile.")
+PRECISION = typer.Option("auto", "--precision", help="auto|fp32|fp16|bf16 (env UPRES_PRECISION).")
+DEVICE = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N|mps.")
+FORMAT = typer.Option(None, "--format", help="png|jpg|webp|tiff (default: the input's own format).")
+QUALITY = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality.")
+RECURSIVE = typer.Option(False, "--recursive", "-r", help="Look inside sub-folders.")
+SKIP_EXISTING = typer.Option(False, "--skip-existing", help="Leave existing outputs alone.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
+MAX_INPUT_SIZE = typer.Option(
+    None,
+    "--max-input-size",
+    min=1,
+    help="Downsize inputs longer than N px on a side first (env UPRES_MAX_INPUT_SIZE).",
+)
+SHARPEN = typer.Option(0.0, "--sharpen", min=0.0, max=1.0, help="Unsharp mask amount, 0..1.")
+DENOISE_STRENGTH = typer.Option(
+    None,
+    "--denoise-strength",
+    min=0.0,
+    max=1.0,
+    help="0 keeps noise, 1 removes most; for models that have it (realesr-general-v3-x4).",
+)
+AS_JSON = typer.Option(False, "--json", help="Print a machine-readable summary.")
+
+
+@dataclass
+class Batch:
+    """One command's worth of work: inputs, the models to run, and how to write results."""
+
+    inputs: list[str]
+    output: Path | None
+    models: list[str] | None
+    scale: float | None = None
+    tile: str | None = None
+    tile_overlap: int = 32
+    precision: str = "auto"
+    device: str = "auto"
+    format: str | None = None
+    quality: int | None = None
+    recursive: bool = False
+    skip_existing: bool = False
+    overwrite: bool = False
+    max_input_size: int | None = None
+    sharpen: float = 0.0
+    denoise_strength: float | None = None
+    as_json: bool = False
+    # Checks the loaded models before any file is touched; returns a problem or None.
+    check: Callable[[ImageRunner], str | None] | None = None
+    # The NAME_TAG suffix of results written beside their inputs.
+    tag: Callable[[ImageRunner, float], str] = lambda _runner, factor: f"x{factor:g}"
+
+
+def run_batch(batch: Batch) -> NoReturn:
+    """Load, plan, run every file (a bad one never stops the rest), summarise, exit."""
+    if batch.format is not None and batch.format.lower() not in FORMAT_SUFFIX:
+        usage_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {batch.format!r}")
+    files, unmatched = collect_inputs(batch.inputs, batch.recursive)
+    for pattern in unmatched:
+        print_error(f"{pattern}: matched no files")
+    if not files:
+        usage_error("no input images")
+    try:
+        runner = load(
+            batch.models,
+            device=batch.device,
+            precision=batch.precision,
+            tile=batch.tile,
+            tile_overlap=batch.tile_overlap,
+            denoise_strength=batch.denoise_strength,
+        )
+    except (UpresError, ValueError, RuntimeError) as error:
+        usage_error(str(error))
+    problem = batch.check(runner) if batch.check else None
+    if problem:
+        usage_error(problem)
+    factor = batch.scale or runner.scale
+    jobs = plan_jobs(files, batch.output, batch.format, batch.tag(runner, factor))
+    if not batch.as_json:
+        print_note(
+            f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
+            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}"
+        )
+    options = {
+        "scale": batch.scale,
+        "sharpen": batch.sharpen,
+        "format": batch.format,
+        "quality": batch.quality,
+        "overwrite": batch.overwrite,
+        "skip_existing": batch.skip_existing,
+        "max_input_size": batch.max_input_size,
+    }
+    rows = run_jobs(runner, jobs, options)
+    print_summary(rows, batch.as_json, runner.name)
+    failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def usage_error(message: str) -> NoReturn:
+    print_error(message)
+    raise typer.Exit(EXIT_USAGE)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("upscale")
     def upscale(
-        inputs: list[str] = typer.Argument(
-            ..., metavar="INPUT...", help="Image files, folders or globs."
-        ),
-        output: Path | None = typer.Option(
-            None,
-            "-o",
-            "--output",
-            help="Output file (one input) or folder. Default: beside each input.",
-        ),
-        model: str | None = typer.Option(
+        inputs: list[str] = INPUTS,
+        output: Path | None = OUTPUT,
+        model: list[str] | None = typer.Option(
             None,
             "-m",
             "--model",
-            help="Built-in model name (see `upres models`) or a checkpoint path.",
+            help="Built-in model name (see `upres models`) or a checkpoint path;"
+            " repeat to chain models in order (-m a -m b).",
         ),
         scale: float | None = typer.Option(
             None,
             "--scale",
-            help="Any factor; default the model's own. Above it the model runs again.",
+            help="Any factor; default the model's own (a chain's: the product)."
+            " Above it the model runs again.",
         ),
-        tile: str | None = typer.Option(
-            None,
-            "--tile",
-            help="Tile size in input pixels, or 'auto' (from free memory; env UPRES_TILE_SIZE).",
-        ),
-        tile_overlap: int = typer.Option(
-            32, "--tile-overlap", min=0, help="Context pixels around each tile."
-        ),
-        precision: str = typer.Option(
-            "auto", "--precision", help="auto|fp32|fp16|bf16 (env UPRES_PRECISION)."
-        ),
-        device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N|mps."),
-        format: str | None = typer.Option(
-            None, "--format", help="png|jpg|webp|tiff (default: the input's own format)."
-        ),
-        quality: int | None = typer.Option(
-            None, "--quality", min=1, max=100, help="JPEG/WebP quality."
-        ),
-        recursive: bool = typer.Option(False, "--recursive", "-r", help="Look inside sub-folders."),
-        skip_existing: bool = typer.Option(
-            False, "--skip-existing", help="Leave existing outputs alone."
-        ),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
-        max_input_size: int | None = typer.Option(
-            None,
-            "--max-input-size",
-            min=1,
-            help="Downsize inputs longer than N px on a side first (env UPRES_MAX_INPUT_SIZE).",
-        ),
-        sharpen: float = typer.Option(
-            0.0, "--sharpen", min=0.0, max=1.0, help="Unsharp mask amount, 0..1."
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary."),
+        tile: str | None = TILE,
+        tile_overlap: int = TILE_OVERLAP,
+        precision: str = PRECISION,
+        device: str = DEVICE,
+        format: str | None = FORMAT,
+        quality: int | None = QUALITY,
+        recursive: bool = RECURSIVE,
+        skip_existing: bool = SKIP_EXISTING,
+        overwrite: bool = OVERWRITE,
+        max_input_size: int | None = MAX_INPUT_SIZE,
+        sharpen: float = SHARPEN,
+        denoise_strength: float | None = DENOISE_STRENGTH,
+        as_json: bool = AS_JSON,
     ) -> None:
-        """Upscale images with a super-resolution model."""
-        if format is not None and format.lower() not in FORMAT_SUFFIX:
-            print_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {format!r}")
-            raise typer.Exit(EXIT_USAGE)
-        files, unmatched = collect_inputs(inputs, recursive)
-        for pattern in unmatched:
-            print_error(f"{pattern}: matched no files")
-        if not files:
-            print_error("no input images")
-            raise typer.Exit(EXIT_USAGE)
-        try:
-            upscaler = load(
-                model, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap
+        """Upscale images with a super-resolution model (or a chain of models)."""
+        run_batch(
+            Batch(
+                inputs,
+                output,
+                model or None,
+                scale=scale,
+                tile=tile,
+                tile_overlap=tile_overlap,
+                precision=precision,
+                device=device,
+                format=format,
+                quality=quality,
+                recursive=recursive,
+                skip_existing=skip_existing,
+                overwrite=overwrite,
+                max_input_size=max_input_size,
+                sharpen=sharpen,
+                denoise_strength=denoise_strength,
+                as_json=as_json,
             )
-        except (UpresError, ValueError, RuntimeError) as error:
-            print_error(str(error))
-            raise typer.Exit(EXIT_USAGE) from None
-        factor = scale or upscaler.scale
-        tag = f"x{factor:g}"
-        jobs = plan_jobs(files, output, format, tag)
-        if not as_json:
-            print_note(
-                f"model {upscaler.name} (x{upscaler.scale}, {upscaler.architecture}) on"
-                f" {upscaler.device}, {str(upscaler.dtype).removeprefix('torch.')}"
-            )
-        options = {
-            "scale": scale,
-            "sharpen": sharpen,
-            "format": format,
-            "quality": quality,
-            "overwrite": overwrite,
-            "skip_existing": skip_existing,
-            "max_input_size": max_input_size,
-        }
-        rows = run_jobs(upscaler, jobs, options)
-        print_summary(rows, as_json, upscaler.name)
-        failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
-        raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+        )

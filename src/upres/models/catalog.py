@@ -38,6 +38,19 @@ class ModelCard:
     # for models trained to expect it (Real-ESRGAN's pre_pad, Real-CUGAN's 18 px).
     pre_pad: int = 0
     preferred_precision: str = "auto"
+    # What running it takes, checked against the loaded network: a grey model (1 channel)
+    # runs colour images channel by channel.
+    input_channels: int = 3
+    params: int | None = None  # parameter count of the network
+    # Which entry of the official wrapper the official test script loads ("params" or
+    # "params_ema"); None lets spandrel choose (it prefers params_ema).
+    weights_key: str | None = None
+    # Peak working memory per input megapixel in fp32, untiled (MiB); tiling bounds it.
+    # Rough: growth of peak RSS between 112 and 224 px inputs on a CPU, per family.
+    memory_mb_per_mp: int | None = None
+    # A second weight set that `denoise_strength` interpolates with this one (by name).
+    blend_with: str | None = None
+    default_denoise_strength: float | None = None
 
 
 CATALOG: dict[str, ModelCard] = {}

@@ -273,6 +273,25 @@ def _read_deconv(layer: NcnnLayer, reader: _BinReader) -> list[np.ndarray]:
     return arrays
 
 
+def _read_inner_product(layer: NcnnLayer, reader: _BinReader) -> list[np.ndarray]:
+    """InnerProduct: weight (out, in), bias (out,); PyTorch's Linear layout.
+
+    Real-CUGAN's squeeze-and-excitation blocks are exported this way: their 1x1 convolutions
+    act on a globally pooled 1x1 map, which ncnn turns into fully connected layers. The
+    (out, in) weight fits a (out, in, 1, 1) convolution too (singleton dimensions).
+    """
+    if layer.int_param(8, 0):  # int8_scale_term: extra scale blobs follow the weights
+        raise ValueError("int8-scaled fully connected layers are not supported")
+    out = layer.int_param(0, 0)
+    size = layer.int_param(2, 0)
+    if out <= 0 or size <= 0 or size % out:
+        raise ValueError(f"weight_data_size {size} does not fit {out} outputs")
+    arrays = [reader.tagged(size, f"{layer.name} weight").reshape(out, size // out)]
+    if layer.int_param(1, 0):
+        arrays.append(reader.raw_fp32(out, f"{layer.name} bias"))
+    return arrays
+
+
 def _read_prelu(layer: NcnnLayer, reader: _BinReader) -> list[np.ndarray]:
     """PReLU: ``num_slope`` raw float32 slopes (1 means one shared slope)."""
     return [reader.raw_fp32(layer.int_param(0, 0), f"{layer.name} slopes")]
@@ -283,6 +302,7 @@ _READERS: dict[str, Callable[[NcnnLayer, _BinReader], list[np.ndarray]]] = {
     "ConvolutionDepthWise": _read_conv,
     "Deconvolution": _read_deconv,
     "DeconvolutionDepthWise": _read_deconv,
+    "InnerProduct": _read_inner_product,
     "PReLU": _read_prelu,
 }
 

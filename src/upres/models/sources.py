@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from safetensors.torch import save_file
 
-from upres.errors import ModelNotFoundError
-from upres.models.cache import models_dir, store, verified
+from upres.errors import ModelLoadError, ModelNotFoundError
+from upres.models.cache import models_dir, sha256_of, sidecar_of, store, verified
 
 if TYPE_CHECKING:
     from upres.models.catalog import ModelCard
+    from upres.models.download import Progress
 
 
 class Source(Protocol):
@@ -99,3 +100,67 @@ class NcnnPackageSource:
             self.packaged_file(".param"), self.packaged_file(".bin"), template
         )
         return {key: value.contiguous() for key, value in converted.items()}
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """A file published at a URL (a release asset), downloaded once into the cache.
+
+    The cached file keeps its official name, so a file fetched by hand can be dropped
+    there. `url=None` marks weights that are only published behind a web page (Google
+    Drive, Baidu): the person downloads them from `page` and drops the file in.
+    """
+
+    url: str | None
+    filename: str
+    page: str = ""
+
+    def describe(self) -> str:
+        return self.url or f"download by hand from {self.page}"
+
+    def target(self, card: ModelCard) -> Path:
+        return models_dir() / self.filename
+
+    def is_local(self, card: ModelCard) -> bool:
+        return self.target(card).is_file()
+
+    def can_fetch(self, card: ModelCard) -> bool:
+        return self.url is not None or self.is_local(card)
+
+    def fetch(self, card: ModelCard, progress: Progress | None = None) -> Path:
+        """The cached file, adopted if it was dropped by hand, else downloaded."""
+        target = self.target(card)
+        if verified(target, card.sha256):
+            return target
+        if target.is_file():
+            return self.adopt(card, target)
+        if self.url is None:
+            raise ModelNotFoundError(
+                f"{card.name} has no direct download: get {self.filename} from {self.page}"
+                f" and save it as {target}"
+            )
+        from upres.models.download import download
+
+        return download(self.url, target, card.sha256, label=card.name, progress=progress)
+
+    def adopt(self, card: ModelCard, target: Path) -> Path:
+        """Take a file found in the cache without a valid record: check it, then record it.
+
+        A file with a sidecar that no longer matches was damaged after we stored it and is
+        fetched again; one without a sidecar was put there by hand and is only refused
+        (never deleted) when it contradicts a known sha256.
+        """
+        digest = sha256_of(target)
+        sidecar = sidecar_of(target)
+        if sidecar.is_file() and self.url is not None:
+            target.unlink()
+            sidecar.unlink()
+            return self.fetch(card)
+        if card.sha256 is not None and digest != card.sha256:
+            raise ModelLoadError(
+                target,
+                f"not the official {self.filename} (sha256 {digest}, expected {card.sha256});"
+                f" replace it with the file from {self.url or self.page}",
+            )
+        sidecar.write_text(f"{digest}  {target.name}\n")
+        return target
