@@ -29,7 +29,7 @@ from upres.metrics.datasets import is_greyscale_file
 DEFAULT_DATASETS = ("Set5", "Set14", "B100")
 
 # (model, dataset, scale) -> (PSNR-Y, SSIM-Y). Only numbers we are sure of: the bicubic rows
-# repeated in EDSR, RCAN, SwinIR, HAT and DAT papers.
+# repeated in EDSR, RCAN, SwinIR, HAT and DAT papers, and DAT-light's own Set5 rows.
 PUBLISHED: dict[tuple[str, str, int], tuple[float, float]] = {
     ("bicubic", "Set5", 2): (33.66, 0.9299),
     ("bicubic", "Set5", 3): (30.39, 0.8682),
@@ -40,6 +40,9 @@ PUBLISHED: dict[tuple[str, str, int], tuple[float, float]] = {
     ("bicubic", "B100", 2): (29.56, 0.8431),
     ("bicubic", "B100", 3): (27.21, 0.7385),
     ("bicubic", "B100", 4): (25.96, 0.6675),
+    # DAT paper (Chen et al., ICCV 2023), lightweight SR table.
+    ("dat-light-x2", "Set5", 2): (38.24, 0.9614),
+    ("dat-light-x4", "Set5", 4): (32.57, 0.8991),
 }
 
 
@@ -105,7 +108,8 @@ def collect(args: argparse.Namespace) -> list[Row]:
             for scale in scales:
                 for matlab_grey in protocols:
                     rows.append(run_one(model, dataset, scale, args.device, matlab_grey))
-                    print(f"done: {rows[-1].command}", file=sys.stderr)
+                    # Each row as it lands, so a long run interrupted keeps what it measured.
+                    print(markdown_row(rows[-1]), file=sys.stderr, flush=True)
     return rows
 
 
@@ -115,16 +119,17 @@ def markdown(rows: list[Row]) -> str:
         " | seconds | command |\n"
         "|---|---|---|---:|---:|---:|---:|---:|---|"
     )
-    lines = [header]
-    for row in rows:
-        published = PUBLISHED.get((row.model, row.dataset, row.scale))
-        reference = f"{published[0]:.2f} / {published[1]:.4f}" if published else ""
-        delta = f"{row.psnr_y - published[0]:+.3f}" if published else ""
-        lines.append(
-            f"| {row.model} | {row.dataset} | x{row.scale} | {row.psnr_y:.3f} | {row.ssim_y:.4f}"
-            f" | {reference} | {delta} | {row.seconds:.1f} | `{row.command}` |"
-        )
-    return "\n".join(lines)
+    return "\n".join([header, *(markdown_row(row) for row in rows)])
+
+
+def markdown_row(row: Row) -> str:
+    published = PUBLISHED.get((row.model, row.dataset, row.scale))
+    reference = f"{published[0]:.2f} / {published[1]:.4f}" if published else ""
+    delta = f"{row.psnr_y - published[0]:+.3f}" if published else ""
+    return (
+        f"| {row.model} | {row.dataset} | x{row.scale} | {row.psnr_y:.3f} | {row.ssim_y:.4f}"
+        f" | {reference} | {delta} | {row.seconds:.1f} | `{row.command}` |"
+    )
 
 
 def main() -> None:

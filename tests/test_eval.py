@@ -263,3 +263,11 @@ def test_cli_errors_are_one_line_with_exit_code_2(
     )
     assert missing.exit_code == 2
     assert "not found" in missing.stderr and missing.stdout == ""
+
+
+@needs_datasets
+def test_dat_light_x4_reproduces_its_published_set5_row() -> None:
+    """A real pretrained transformer, by name, through the same protocol: 32.57 / 0.8991."""
+    result = evaluate("dat-light-x4", "Set5", device="cpu")
+    assert result.mean["psnr_y"] == pytest.approx(32.57, abs=0.02)
+    assert result.mean["ssim_y"] == pytest.approx(0.8991, abs=0.001)

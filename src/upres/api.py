@@ -21,6 +21,7 @@ import torch
 from upres.engine.plan import DEFAULT_OVERLAP, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
 from upres.errors import BadInputError, OutputExistsError
+from upres.io.animation import is_animated_file, upscale_animation
 from upres.io.image import (
     Image,
     fill_transparent_colour,
@@ -32,6 +33,7 @@ from upres.io.image import (
     unit_float,
     write_image,
 )
+from upres.io.video import VideoOptions, is_video_file, upscale_video
 from upres.models.loader import LoadedModel, load_model
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
@@ -147,8 +149,13 @@ class ImageRunner:
         max_input_size: int | None = None,
         max_input_pixels: int | None = None,
         progress: ProgressCallback | None = None,
+        video: VideoOptions | None = None,
     ) -> FileResult:
-        """Read, upscale and atomically write one file; never touches the input."""
+        """Read, upscale and atomically write one file; never touches the input.
+
+        Videos and animated images take their own path (io/video.py, io/animation.py);
+        there `progress` counts frames instead of tiles.
+        """
         source, destination = Path(source), Path(destination)
         started = time.perf_counter()
         if destination.exists():
@@ -160,6 +167,18 @@ class ImageRunner:
                 )
             if source.exists() and source.resolve() == destination.resolve():
                 raise OutputExistsError(f"{destination}: is the input itself; write elsewhere")
+        media = {"scale": scale, "sharpen": sharpen, "max_input_size": max_input_size}
+        media |= {"max_pixels": max_input_pixels}  # per frame
+        if is_video_file(source):
+            report = upscale_video(
+                self, source, destination, options=video, progress=progress, **media
+            )
+            return FileResult(source, destination, "done", time.perf_counter() - started, report)
+        if is_animated_file(source):
+            report = upscale_animation(
+                self, source, destination, quality=quality, progress=progress, **media
+            )
+            return FileResult(source, destination, "done", time.perf_counter() - started, report)
         image = read_image(source, max_pixels=max_input_pixels)
         result, report = self.upscale_image(
             image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, progress=progress

@@ -5,10 +5,12 @@ from __future__ import annotations
 import typer
 
 import upres
+from upres.cli import batch as batch_command
 from upres.cli import eval as eval_command
 from upres.cli import models as models_command
 from upres.cli import restore as restore_command
 from upres.cli import serve as serve_command
+from upres.cli import train as train_command
 from upres.cli import upscale as upscale_command
 
 app = typer.Typer(
@@ -40,6 +42,8 @@ restore_command.register(app)
 models_command.register(app)
 eval_command.register(app)
 serve_command.register(app)
+train_command.register(app)
+batch_command.register(app)
 
 
 def run() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
@@ -29,7 +29,8 @@ from upres.cli.common import (
     print_note,
 )
 from upres.errors import UpresError
-from upres.io.paths import FORMAT_SUFFIX, Job, collect_inputs, plan_jobs
+from upres.io.paths import FORMAT_SUFFIX, KEPT_SUFFIXES, Job, collect_inputs, plan_jobs
+from upres.io.video import VideoOptions
 
 
 def make_progress() -> Progress:
@@ -73,7 +74,9 @@ def run_jobs(upscaler: ImageRunner, jobs: list[Job], options: dict) -> list[dict
 
         for job in jobs:
             progress.update(images, description=f"images [dim]{job.source.name}[/]")
-            progress.reset(tiles, total=None, visible=False)
+            # Videos and animations report frames, not tiles, through the same callback.
+            unit = "frames" if job.source.suffix.lower() in KEPT_SUFFIXES else "tiles"
+            progress.reset(tiles, total=None, visible=False, description=unit)
             try:
                 result = upscaler.upscale_file(
                     job.source, job.destination, progress=on_tile, **options
@@ -142,6 +145,15 @@ DENOISE_STRENGTH = typer.Option(
     help="0 keeps noise, 1 removes most; for models that have it (realesr-general-v3-x4).",
 )
 AS_JSON = typer.Option(False, "--json", help="Print a machine-readable summary.")
+VIDEO_CODEC = typer.Option(
+    None,
+    "--video-codec",
+    help="Video encoder: libx264, libx265, libvpx-vp9, libsvtav1...;"
+    " default libx264 (libvpx-vp9 for .webm).",
+)
+CRF = typer.Option(None, "--crf", min=0, max=63, help="Video constant quality (lower is better).")
+PRESET = typer.Option(None, "--preset", help="Video encoder preset (e.g. veryfast, slow).")
+PIX_FMT = typer.Option("yuv420p", "--pix-fmt", help="Video pixel format (yuv420p plays anywhere).")
 
 
 @dataclass
@@ -165,6 +177,7 @@ class Batch:
     sharpen: float = 0.0
     denoise_strength: float | None = None
     as_json: bool = False
+    video: VideoOptions = field(default_factory=VideoOptions)
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
     # The NAME_TAG suffix of results written beside their inputs.
@@ -209,6 +222,7 @@ def run_batch(batch: Batch) -> NoReturn:
         "overwrite": batch.overwrite,
         "skip_existing": batch.skip_existing,
         "max_input_size": batch.max_input_size,
+        "video": batch.video,
     }
     rows = run_jobs(runner, jobs, options)
     print_summary(rows, batch.as_json, runner.name)
@@ -252,8 +266,12 @@ def register(app: typer.Typer) -> None:
         sharpen: float = SHARPEN,
         denoise_strength: float | None = DENOISE_STRENGTH,
         as_json: bool = AS_JSON,
+        video_codec: str | None = VIDEO_CODEC,
+        crf: int | None = CRF,
+        preset: str | None = PRESET,
+        pix_fmt: str = PIX_FMT,
     ) -> None:
-        """Upscale images with a super-resolution model (or a chain of models)."""
+        """Upscale images, videos and animations with a super-resolution model (or a chain)."""
         run_batch(
             Batch(
                 inputs,
@@ -273,5 +291,6 @@ def register(app: typer.Typer) -> None:
                 sharpen=sharpen,
                 denoise_strength=denoise_strength,
                 as_json=as_json,
+                video=VideoOptions(video_codec, crf, preset, pix_fmt),
             )
         )

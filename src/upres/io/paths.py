@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+# Containers PyAV reads and writes (io/video.py), and animation-only image formats.
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".webm", ".avi")
+ANIMATION_SUFFIXES = (".gif", ".apng")
+# Suffixes an output keeps from its input: these results are not still images.
+KEPT_SUFFIXES = VIDEO_SUFFIXES + ANIMATION_SUFFIXES
 FORMAT_SUFFIX = {
     "png": ".png",
     "jpg": ".jpg",
@@ -70,10 +75,12 @@ def is_image_name(path: Path) -> bool:
 
 
 def output_suffix(source: Path, format: str | None) -> str:
+    if source.suffix.lower() in VIDEO_SUFFIXES:  # --format names still-image formats only
+        return source.suffix.lower()
     if format:
         return FORMAT_SUFFIX[format.lower()]
     suffix = source.suffix.lower()
-    return suffix if suffix in IMAGE_SUFFIXES else ".png"
+    return suffix if suffix in IMAGE_SUFFIXES + KEPT_SUFFIXES else ".png"
 
 
 def plan_jobs(
@@ -85,7 +92,8 @@ def plan_jobs(
     (sub-folders of a folder input are mirrored). With no OUT, results sit beside their
     inputs as NAME_TAG.EXT, so an input is never overwritten by default.
     """
-    if output is not None and len(inputs) == 1 and output.suffix.lower() in IMAGE_SUFFIXES:
+    single_file = output is not None and output.suffix.lower() in IMAGE_SUFFIXES + KEPT_SUFFIXES
+    if output is not None and len(inputs) == 1 and single_file:
         return [Job(inputs[0].path, output)]
     jobs = []
     for item in inputs:

@@ -1,0 +1,166 @@
+"""The one per-item function both runners call: read -> decode -> upscale -> encode ->
+atomic write -> manifest row. It never raises for a bad input; the row says what failed."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+
+from upres.api import ImageRunner
+from upres.errors import UpresError
+from upres.io.image import decode_bytes, encode_bytes
+from upres.io.paths import FORMAT_SUFFIX, IMAGE_SUFFIXES
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One input and where its result goes; plain strings so it travels to any worker."""
+
+    key: str  # the input's path relative to SRC: the manifest key
+    source: str  # full URL
+    destination: str  # full URL
+    fingerprint: str  # "size:mtime"; a changed input is redone
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """How to upscale and encode, the same for every item of a batch."""
+
+    scale: float | None = None
+    sharpen: float = 0.0
+    format: str | None = None
+    quality: int | None = None
+    max_input_size: int | None = None
+    max_input_pixels: int | None = None
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_item(runner: ImageRunner, item: WorkItem, options: ItemOptions) -> dict[str, Any]:
+    """Upscale one item; return its manifest row (status done or failed, never an exception)."""
+    started = time.perf_counter()
+    row: dict[str, Any] = {**item.to_dict(), "input": item.key, "worker": worker_name()}
+    del row["key"]
+    row["output"] = row.pop("destination")
+    try:
+        width, height, out_w, out_h = _upscale_to(runner, item, options)
+    except (UpresError, ValueError, OSError) as error:
+        row |= {"status": "failed", "error": str(error)}
+    except Exception as error:  # anything else an input provokes is its row, not the job's end
+        row |= {"status": "failed", "error": f"{item.key}: {type(error).__name__}: {error}"}
+    else:
+        row |= {"status": "done", "error": None}
+        row |= {"input_size": [width, height], "output_size": [out_w, out_h]}
+    row["seconds"] = round(time.perf_counter() - started, 4)
+    row["finished_at"] = time.time()
+    return row
+
+
+def _upscale_to(runner: ImageRunner, item: WorkItem, options: ItemOptions) -> tuple[int, ...]:
+    fs, source = fsspec.core.url_to_fs(item.source)
+    data = fs.cat_file(source)
+    image = decode_bytes(data, item.key, max_pixels=options.max_input_pixels)
+    result, _ = runner.upscale_image(
+        image,
+        scale=options.scale,
+        sharpen=options.sharpen,
+        max_input_size=options.max_input_size,
+    )
+    fmt = options.format or PurePosixPath(item.destination).suffix.lstrip(".")
+    atomic_write(item.destination, encode_bytes(result, fmt, options.quality))
+    return image.width, image.height, result.width, result.height
+
+
+def atomic_write(url: str, data: bytes) -> None:
+    """Write beside the target under a hidden temporary name, then rename over it, so a
+    crash never leaves half an image and a retried item just replaces its own output."""
+    fs, path = fsspec.core.url_to_fs(url)
+    parent = fs._parent(path)
+    fs.makedirs(parent, exist_ok=True)
+    name = PurePosixPath(path).name
+    tmp = f"{parent}/.{name}.upres-tmp-{secrets.token_hex(4)}"
+    try:
+        fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
+def plan_items(src: str, dst: str, format: str | None = None) -> list[WorkItem]:
+    """Every image under SRC (recursively, hidden names left out), mirrored into DST."""
+    src_fs, src_root = fsspec.core.url_to_fs(src)
+    dst_fs, dst_root = fsspec.core.url_to_fs(dst)
+    src_root, dst_root = src_root.rstrip("/") or "/", dst_root.rstrip("/") or "/"
+    found = src_fs.find(src_root, detail=True)
+    items = []
+    for path in sorted(found):
+        relative = PurePosixPath(path).relative_to(src_root)
+        if not _is_input(relative) or _inside(path, dst_root, src_fs is dst_fs):
+            continue
+        suffix = FORMAT_SUFFIX[format.lower()] if format else relative.suffix.lower()
+        target = f"{dst_root}/{relative.with_suffix(suffix)}"
+        items.append(
+            WorkItem(
+                key=str(relative),
+                source=src_fs.unstrip_protocol(path),
+                destination=dst_fs.unstrip_protocol(target),
+                fingerprint=_fingerprint(found[path]),
+            )
+        )
+    return items
+
+
+def _is_input(relative: PurePosixPath) -> bool:
+    # Hidden names cover the manifest and our temporary files.
+    hidden = any(part.startswith(".") for part in relative.parts)
+    return relative.suffix.lower() in IMAGE_SUFFIXES and not hidden
+
+
+def _inside(path: str, folder: str, same_fs: bool) -> bool:
+    """Results written into a DST inside SRC must not become inputs of the next run."""
+    return same_fs and (path + "/").startswith(folder.rstrip("/") + "/")
+
+
+def _fingerprint(info: dict[str, Any]) -> str:
+    modified = info.get("mtime") or info.get("created") or info.get("LastModified") or ""
+    if hasattr(modified, "timestamp"):
+        modified = modified.timestamp()
+    return f"{info.get('size')}:{modified}"
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """How to load the model: small and picklable, so each Ray actor loads its own copy."""
+
+    models: tuple[str, ...] | None = None  # None: the default model; several: a chain
+    device: str = "auto"
+    precision: str = "auto"
+    tile: str | int | None = None
+    tile_overlap: int = 32
+    denoise_strength: float | None = None
+
+    def __call__(self) -> ImageRunner:
+        from upres.api import load
+
+        return load(
+            list(self.models) if self.models else None,
+            device=self.device,
+            precision=self.precision,
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+            denoise_strength=self.denoise_strength,
+        )

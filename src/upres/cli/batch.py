@@ -1,0 +1,132 @@
+"""`upres batch SRC DST`: a folder (or fsspec URL) in, a folder out; resumable, on Ray if asked."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from upres.batch.driver import ENGINES, Summary, run_batch
+from upres.batch.item import ItemOptions, RunnerSpec
+from upres.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, err, out, print_error
+from upres.errors import UpresError
+from upres.io.paths import FORMAT_SUFFIX
+
+
+def register(app: typer.Typer) -> None:
+    app.command("batch")(batch)
+
+
+def batch(
+    src: str = typer.Argument(..., help="Input folder or fsspec URL (file://, memory://, ...)."),
+    dst: str = typer.Argument(..., help="Output folder or URL; holds .upres-manifest.jsonl."),
+    model: list[str] | None = typer.Option(
+        None, "-m", "--model", help="Model name or checkpoint; repeat for a chain."
+    ),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray."),
+    address: str | None = typer.Option(
+        None, "--address", help="Ray cluster to join (default: start a local one)."
+    ),
+    workers: int = typer.Option(1, "--workers", min=1, help="Ray actors, one model each."),
+    gpus_per_worker: float = typer.Option(
+        0.0, "--gpus-per-worker", min=0.0, help="GPU share per actor (0.5: two per GPU)."
+    ),
+    cpus_per_worker: float = typer.Option(1.0, "--cpus-per-worker", min=0.0),
+    scale: float | None = typer.Option(None, "--scale", help="Any factor (default: the model's)."),
+    format: str | None = typer.Option(None, "--format", help="png|jpg|webp|tiff|bmp."),
+    quality: int | None = typer.Option(None, "--quality", min=1, max=100),
+    device: str = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N|mps."),
+    precision: str = typer.Option("auto", "--precision"),
+    tile: str | None = typer.Option(None, "--tile", help="Tile size in input pixels, or auto."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Redo inputs that failed."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> None:
+    """Upscale every image under SRC into DST, skipping what an earlier run finished."""
+    if format is not None and format.lower() not in FORMAT_SUFFIX:
+        usage_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {format!r}")
+    if engine not in ENGINES:
+        usage_error(f"--engine must be local or ray, not {engine!r}")
+    spec = RunnerSpec(
+        tuple(model) if model else None, device, precision, _tile(tile), denoise_strength=None
+    )
+    options = ItemOptions(scale=scale, format=format, quality=quality)
+    ray_options = _ray_options(engine, workers, gpus_per_worker, cpus_per_worker, address)
+    try:
+        summary = _run_with_progress(src, dst, spec, options, engine, ray_options, retry_failed)
+    except (UpresError, ValueError, FileNotFoundError, ImportError) as error:
+        usage_error(str(error))
+    _print_summary(summary, as_json)
+    raise typer.Exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
+
+
+def _tile(tile: str | None) -> str | int | None:
+    return int(tile) if tile and tile.isdigit() else tile
+
+
+def _ray_options(engine: str, workers: int, gpus: float, cpus: float, address: str | None) -> Any:
+    if engine != "ray":
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        usage_error("--engine ray needs Ray: pip install 'upres[ray]'")
+    from upres.batch.ray_runner import RayOptions
+
+    return RayOptions(workers=workers, gpus_per_worker=gpus, cpus_per_worker=cpus, address=address)
+
+
+def _run_with_progress(
+    src: str,
+    dst: str,
+    spec: RunnerSpec,
+    options: ItemOptions,
+    engine: str,
+    ray_options: Any,
+    retry_failed: bool,
+) -> Summary:
+    from upres.cli.upscale import make_progress
+
+    with make_progress() as progress:
+        task = progress.add_task("images", total=None)
+
+        def on_start(todo: int, skipped: int) -> None:
+            progress.update(task, total=todo)
+            if skipped:
+                progress.console.print(f"[dim]{skipped} already settled in the manifest[/]")
+
+        def on_row(row: dict) -> None:
+            if row["status"] == "failed":
+                progress.console.print(f"[bold red]error:[/] {row['error']}", highlight=False)
+            progress.advance(task)
+
+        return run_batch(
+            src,
+            dst,
+            spec,
+            options,
+            engine=engine,
+            ray_options=ray_options,
+            retry_failed=retry_failed,
+            on_start=on_start,
+            on_row=on_row,
+        )
+
+
+def _print_summary(summary: Summary, as_json: bool) -> None:
+    facts = summary.to_dict()
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    out.print(
+        f"{facts['done']} done, {facts['skipped']} skipped, {facts['failed']} failed"
+        f" in {facts['seconds']:.1f}s ({facts['images_per_s']:.2f} images/s,"
+        f" {facts['megapixels_per_s']:.3f} output megapixels/s)",
+        highlight=False,
+    )
+
+
+def usage_error(message: str) -> None:
+    print_error(message)
+    err.print("see: upres batch --help")
+    raise typer.Exit(EXIT_USAGE)
