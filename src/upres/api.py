@@ -6,6 +6,7 @@ none of them re-implements tiling, precision choice or file writing.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -287,16 +288,7 @@ class Upscaler(ImageRunner):
             pixels = unsharp_mask(pixels, sharpen)
         report.output_size = target
         report.model_passes = passes
-        result = Image(
-            pixels=pixels,
-            alpha=alpha,
-            bit_depth=image.bit_depth,
-            icc_profile=image.icc_profile,
-            exif=image.exif,
-            source=image.source,
-            format=image.format,
-            info=dict(image.info),
-        )
+        result = dataclasses.replace(image, pixels=pixels, alpha=alpha, info=dict(image.info))
         return result, report
 
     def _passes_for(self, factor: float) -> int:
@@ -324,16 +316,7 @@ class Upscaler(ImageRunner):
         pixels = cv2.resize(image.pixels, size, interpolation=cv2.INTER_AREA)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
-        return Image(
-            pixels=pixels,
-            alpha=alpha,
-            bit_depth=image.bit_depth,
-            icc_profile=image.icc_profile,
-            exif=image.exif,
-            source=image.source,
-            format=image.format,
-            info=dict(image.info),
-        )
+        return dataclasses.replace(image, pixels=pixels, alpha=alpha, info=dict(image.info))
 
     def _run_passes(
         self,
