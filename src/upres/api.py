@@ -6,8 +6,10 @@ none of them re-implements tiling, precision choice or file writing.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -63,8 +65,6 @@ class FileResult:
 
 
 def default_max_input_size() -> int | None:
-    import os
-
     value = os.environ.get(MAX_INPUT_ENV)
     return int(value) if value else None
 
@@ -238,8 +238,6 @@ class Upscaler(ImageRunner):
             if dtype not in self._models:
                 network = self.model.descriptor.model
                 if self._models:  # keep the first copy; others are converted clones
-                    import copy
-
                     network = copy.deepcopy(next(iter(self._models.values())))
                 self._models[dtype] = network.to(self.device, dtype=dtype).eval()
             return self._models[dtype]
@@ -391,8 +389,6 @@ class Upscaler(ImageRunner):
 
 def card_precision(requested: str, model: LoadedModel, device: torch.device) -> str:
     """An explicit request or UPRES_PRECISION wins; else the card's preference, off the CPU."""
-    import os
-
     preferred = model.card.preferred_precision if model.card else "auto"
     if requested != "auto" or os.environ.get("UPRES_PRECISION") or device.type == "cpu":
         return requested
