@@ -21,7 +21,8 @@ import numpy as np
 import PIL.Image
 import torch
 
-from upres.engine.plan import DEFAULT_OVERLAP, make_plan, resolve_device
+from upres.engine.fast import CONVOLUTIONAL, FastModule, accelerate
+from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
 from upres.errors import BadInputError, OutputExistsError
 from upres.io.animation import is_animated_file, upscale_animation
@@ -199,13 +200,19 @@ class Upscaler(ImageRunner):
         precision: str = "auto",
         tile: str | int | None = None,
         tile_overlap: int = DEFAULT_OVERLAP,
+        fast: bool = True,
+        compile: bool = False,
     ) -> None:
         self.model = model
         self.device = resolve_device(device)
         self.precision = card_precision(precision, model, self.device)
         self.tile = tile
         self.tile_overlap = tile_overlap
-        planned = make_plan(model.descriptor, self.device, tile=tile, precision=self.precision)
+        # fast=False runs the checkpoint's own modules, cast to the planned dtype (the
+        # reference path that `upres bench` compares against).
+        self.fast = fast
+        self.compile = compile and fast
+        planned = self._plan(tile)
         self.dtype = planned.dtype
         self._models: dict[torch.dtype, torch.nn.Module] = {}
         self._models_lock = threading.Lock()
@@ -236,11 +243,40 @@ class Upscaler(ImageRunner):
     def _model_for(self, dtype: torch.dtype) -> torch.nn.Module:
         with self._models_lock:
             if dtype not in self._models:
-                network = self.model.descriptor.model
-                if self._models:  # keep the first copy; others are converted clones
-                    network = copy.deepcopy(next(iter(self._models.values())))
-                self._models[dtype] = network.to(self.device, dtype=dtype).eval()
+                self._models[dtype] = (
+                    self._fast_model(dtype) if self.fast else self._reference_model(dtype)
+                )
             return self._models[dtype]
+
+    def _reference_model(self, dtype: torch.dtype) -> torch.nn.Module:
+        network = self.model.descriptor.model
+        if self._models:  # keep the first copy; others are converted clones
+            network = copy.deepcopy(next(iter(self._models.values())))
+        return network.to(self.device, dtype=dtype).eval()
+
+    def _fast_model(self, dtype: torch.dtype) -> torch.nn.Module:
+        # Weights stay fp32 and are shared by every precision; autocast picks the dtype.
+        network = self.model.descriptor.model
+        if not self._models:
+            accelerate(network)  # in place: same weights, same function, less waste
+            network.to(self.device, dtype=torch.float32).eval()
+        family = self.model.descriptor.architecture.id
+        module: torch.nn.Module = FastModule(network, dtype, family in CONVOLUTIONAL).eval()
+        if self.compile:
+            module = torch.compile(module, dynamic=False)
+        return module
+
+    def _plan(self, tile: str | int | None) -> Plan:
+        return make_plan(
+            self.model.descriptor,
+            self.device,
+            tile=tile,
+            overlap=self.tile_overlap,
+            precision=self.precision,
+            batch=None if self.fast else 1,
+            fixed_shape=self.compile,
+            autocast=self.fast,
+        )
 
     # -- images ---------------------------------------------------------------------
 
@@ -362,13 +398,7 @@ class Upscaler(ImageRunner):
         report: UpscaleReport,
         progress: ProgressCallback | None,
     ) -> np.ndarray:
-        plan = make_plan(
-            self.model.descriptor,
-            self.device,
-            tile=self.tile,
-            overlap=self.tile_overlap,
-            precision=self.precision,
-        )
+        plan = self._plan(self.tile)
         runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         pad = self.model.card.pre_pad if self.model.card else 0
         if pad:
@@ -529,45 +559,38 @@ def load(
     tile: str | int | None = None,
     tile_overlap: int = DEFAULT_OVERLAP,
     denoise_strength: float | None = None,
+    fast: bool = True,
+    compile: bool = False,
 ) -> Upscaler | Pipeline:
     """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows.
 
     A list of several names or files loads a chain that runs them in order (a Pipeline).
     `denoise_strength` (0..1) sets it for models that have one (realesr-general-v3-x4).
+    `fast=False` runs the checkpoint's reference modules; `compile=True` adds torch.compile.
     """
     options = {"device": device, "precision": precision, "tile": tile}
-    options |= {"tile_overlap": tile_overlap, "denoise_strength": denoise_strength}
+    options |= {"tile_overlap": tile_overlap, "fast": fast, "compile": compile}
     if isinstance(name_or_path, list | tuple):
         if len(name_or_path) != 1:
-            return load_chain(name_or_path, **options)
+            return load_chain(name_or_path, denoise_strength=denoise_strength, **options)
         name_or_path = name_or_path[0]
-    return Upscaler(
-        load_model(name_or_path, denoise_strength=denoise_strength),
-        device=device,
-        precision=precision,
-        tile=tile,
-        tile_overlap=tile_overlap,
-    )
+    return Upscaler(load_model(name_or_path, denoise_strength=denoise_strength), **options)
 
 
 def load_chain(
     names_or_paths: list[str | Path] | tuple[str | Path, ...],
     *,
-    device: str = "auto",
-    precision: str = "auto",
-    tile: str | int | None = None,
-    tile_overlap: int = DEFAULT_OVERLAP,
     denoise_strength: float | None = None,
+    **options: Any,
 ) -> Pipeline:
-    """Models that run one after another; the denoise strength goes to those that have one."""
+    """Models that run one after another; the denoise strength goes to those that have one.
+
+    `options` are Upscaler's (device, precision, tile, tile_overlap, fast, compile).
+    """
     stages = []
     for target in names_or_paths:
         model = load_model(target, denoise_strength=strength_for(target, denoise_strength))
-        stages.append(
-            Upscaler(
-                model, device=device, precision=precision, tile=tile, tile_overlap=tile_overlap
-            )
-        )
+        stages.append(Upscaler(model, **options))
     return Pipeline(stages)
 
 

@@ -5,6 +5,8 @@ The runner (run.py) obeys the plan and only shrinks a tile when memory runs out 
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ DTYPES: dict[str, torch.dtype] = {
 DEFAULT_OVERLAP = 32
 SMALLEST_TILE = 32  # OOM retries halve a tile down to this, then give up
 LARGEST_TILE = 2048  # bigger tiles gain nothing and make one allocation huge
+MAX_BATCH = 8  # tiles per forward pass; more only delays the first finished row
 # Share of the free memory a tile may plan to use: activations are estimates and the
 # allocator fragments, so leave room.
 MEMORY_SHARE = 0.5
@@ -58,6 +61,16 @@ class Plan:
     tile: int  # core size in input pixels; >= the image side means one tile
     overlap: int
     rules: SizeRules
+    batch: int = 1  # tiles of the same shape stacked into one forward pass
+    # Pad every crop to one shape (tile + 2 * overlap) so a compiled graph is reused.
+    fixed_shape: bool = False
+    # Fast path: weights stay fp32 and autocast computes in `dtype`, so inputs go in as fp32.
+    autocast: bool = False
+
+    @property
+    def crop_side(self) -> int:
+        side = self.tile + 2 * self.overlap
+        return -(-side // self.rules.multiple) * self.rules.multiple
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -70,10 +83,27 @@ def resolve_device(requested: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """AMX bf16 tiles (Intel Sapphire Rapids and later): bf16 matmuls several times fp32's speed.
+
+    Without them oneDNN emulates bf16 and gains little, so fp32 stays the CPU default.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
+    except OSError:
+        return False
+
+
 def choose_precision(
-    descriptor: ImageModelDescriptor, device: torch.device, requested: str = "auto"
+    descriptor: ImageModelDescriptor,
+    device: torch.device,
+    requested: str = "auto",
+    autocast: bool = False,
 ) -> torch.dtype:
-    """fp32 on CPU; on an accelerator bf16/fp16 only where the descriptor says it works.
+    """On an accelerator bf16/fp16 only where the descriptor says it works; on a CPU fp32,
+    or bf16 under autocast (the fast path) when the CPU computes bf16 natively.
 
     An explicit request the model cannot honour falls back to fp32 rather than producing
     black images (SwinIR-family outputs overflow in fp16).
@@ -82,7 +112,10 @@ def choose_precision(
         requested = os.environ.get("UPRES_PRECISION", "auto").lower()
     if requested not in ("auto", *DTYPES):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {requested!r}")
-    if requested == "fp32" or (requested == "auto" and device.type == "cpu"):
+    if requested == "auto" and device.type == "cpu":
+        native = autocast and descriptor.supports_bfloat16 and cpu_has_native_bf16()
+        return torch.bfloat16 if native else torch.float32
+    if requested == "fp32":
         return torch.float32
     bf16_ok = descriptor.supports_bfloat16 and (
         device.type != "cuda" or torch.cuda.is_bf16_supported()
@@ -131,6 +164,17 @@ def auto_tile_size(
     return max(SMALLEST_TILE, min(LARGEST_TILE, side))
 
 
+def tiles_per_batch(
+    descriptor: ImageModelDescriptor, device: torch.device, dtype: torch.dtype, crop_side: int
+) -> int:
+    """How many crops fit one forward pass; 1 on the CPU, where stacking gains nothing."""
+    if device.type == "cpu":
+        return 1
+    budget = free_memory_bytes(device) * MEMORY_SHARE
+    fits = int(budget // (crop_side**2 * bytes_per_input_pixel(descriptor, dtype)))
+    return max(1, min(MAX_BATCH, fits))
+
+
 def parse_tile(value: str | int | None) -> int | None:
     """`auto` (or None) -> None, meaning planned from memory; otherwise a positive integer."""
     if value is None:
@@ -156,12 +200,27 @@ def make_plan(
     tile: str | int | None = None,
     overlap: int = DEFAULT_OVERLAP,
     precision: str = "auto",
+    batch: int | None = 1,
+    fixed_shape: bool = False,
+    autocast: bool = False,
 ) -> Plan:
+    """`batch=None` plans the number of tiles per forward pass from free memory."""
     rules = size_rules(descriptor)
-    dtype = choose_precision(descriptor, device, precision)
+    dtype = choose_precision(descriptor, device, precision, autocast)
     chosen = parse_tile(tile)
     if chosen is None:
         chosen = auto_tile_size(descriptor, device, dtype)
     # Cores on window multiples keep every crop a whole number of windows.
     chosen = max(rules.multiple, chosen // rules.multiple * rules.multiple)
-    return Plan(device=device, dtype=dtype, tile=chosen, overlap=max(0, overlap), rules=rules)
+    plan = Plan(
+        device=device,
+        dtype=dtype,
+        tile=chosen,
+        overlap=max(0, overlap),
+        rules=rules,
+        fixed_shape=fixed_shape,
+        autocast=autocast,
+    )
+    if batch is None:
+        batch = tiles_per_batch(descriptor, device, dtype, plan.crop_side)
+    return dataclasses.replace(plan, batch=max(1, batch))

@@ -52,9 +52,11 @@ class TileRunner:
     retries: int = field(default=0, init=False)
     tiles_run: int = field(default=0, init=False)
     fp32_fallbacks: int = field(default=0, init=False)
+    batch: int = field(default=1, init=False)
 
     def __post_init__(self) -> None:
         self.dtype = self.plan.dtype
+        self.batch = self.plan.batch
 
     @property
     def scale(self) -> int:
@@ -62,12 +64,12 @@ class TileRunner:
 
     def run(self, pixels: np.ndarray, out_dtype: np.dtype) -> np.ndarray:
         """H x W x C float32 in [0, 1] -> (H*s) x (W*s) x C' in `out_dtype`."""
-        return self._tiled(pixels, self.plan.tile, out_dtype, report=True)
+        return self._tiled(pixels, self.plan.tile, out_dtype, top_level=True)
 
     # -- assembly -------------------------------------------------------------------
 
     def _tiled(
-        self, pixels: np.ndarray, tile: int, out_dtype: np.dtype, report: bool
+        self, pixels: np.ndarray, tile: int, out_dtype: np.dtype, top_level: bool
     ) -> np.ndarray:
         height, width = pixels.shape[:2]
         s = self.scale
@@ -87,10 +89,13 @@ class TileRunner:
                 band_weight = np.concatenate(
                     [band_weight, np.zeros((grow_by, band_weight.shape[1]), np.float32)]
                 )
-            for tile_spec in row:
-                self._add_tile(pixels, tile_spec, tile, band, band_weight, band_start)
-                done += 1
-                if report and self.progress is not None:
+            for group in self._groups(row, top_level):
+                crops = [crop_of(pixels, spec) for spec in group]
+                results = self._infer_crops(crops, tile, top_level)
+                for spec, result in zip(group, results, strict=True):
+                    self._blend(result, spec, (height, width), band, band_weight, band_start)
+                done += len(group)
+                if top_level and self.progress is not None:
                     self.progress(done, total)
             # Rows above the next row's context can no longer change: finish them.
             final_stop = (
@@ -103,19 +108,29 @@ class TileRunner:
             band_start = final_stop
         return output
 
-    def _add_tile(
+    def _groups(self, row: list[Tile], top_level: bool) -> list[list[Tile]]:
+        """Consecutive tiles whose crops stack into one batch (same shape, at most `batch`)."""
+        padded_alike = self.plan.fixed_shape and top_level  # every crop padded to one shape
+        groups: list[list[Tile]] = []
+        for spec in row:
+            same_shape = groups and (padded_alike or crop_shape(groups[-1][0]) == crop_shape(spec))
+            if same_shape and len(groups[-1]) < self.batch:
+                groups[-1].append(spec)
+            else:
+                groups.append([spec])
+        return groups
+
+    def _blend(
         self,
-        pixels: np.ndarray,
+        result: np.ndarray,
         spec: Tile,
-        tile: int,
+        image_size: tuple[int, int],
         band: np.ndarray,
         band_weight: np.ndarray,
         band_start: int,
     ) -> None:
-        height, width = pixels.shape[:2]
+        height, width = image_size
         s = self.scale
-        crop = pixels[spec.crop_y.start : spec.crop_y.stop, spec.crop_x.start : spec.crop_x.stop]
-        result = self._infer_crop(crop, tile)
         feather = float(self.plan.overlap)
         weight_y = axis_weights(spec.core_y, spec.crop_y, height, feather, s)
         weight_x = axis_weights(spec.core_x, spec.crop_x, width, feather, s)
@@ -125,51 +140,83 @@ class TileRunner:
         band[rows, cols] += result * weight[:, :, None]
         band_weight[rows, cols] += weight
 
-    # -- one crop on the device -----------------------------------------------------
+    # -- crops on the device --------------------------------------------------------
 
-    def _infer_crop(self, crop: np.ndarray, tile: int) -> np.ndarray:
-        """Run one crop; on out-of-memory, tile this crop alone at half the size."""
+    def _infer_crops(self, crops: list[np.ndarray], tile: int, top_level: bool) -> list[np.ndarray]:
+        """Run crops as one batch; on out-of-memory, halve the batch, then the tile."""
         try:
-            return self._forward(crop)
+            return self._forward(crops, top_level)
         except Exception as error:
             if not is_out_of_memory(error):
                 raise
         self._release_cached_memory()
+        self.retries += 1
+        if len(crops) > 1:
+            self.batch = max(1, len(crops) // 2)  # later groups stay at the smaller size
+            half = len(crops) // 2
+            return self._infer_crops(crops[:half], tile, top_level) + self._infer_crops(
+                crops[half:], tile, top_level
+            )
         smaller = tile // 2 // self.plan.rules.multiple * self.plan.rules.multiple
         if smaller < max(SMALLEST_TILE, self.plan.rules.multiple):
             raise OutOfMemoryError(
                 f"out of memory on {self.plan.device} even with {tile}px tiles;"
                 " free memory, use --device cpu, or lower --tile"
             )
-        self.retries += 1
-        return self._tiled(crop, smaller, np.dtype(np.float32), report=False)
+        return [self._tiled(crops[0], smaller, np.dtype(np.float32), top_level=False)]
 
     def _release_cached_memory(self) -> None:
         if self.plan.device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _forward(self, crop: np.ndarray) -> np.ndarray:
-        self.tiles_run += 1
-        output = self._forward_as(crop, self.dtype)
-        if self.dtype != torch.float32 and not np.isfinite(output).all():
-            # Half precision overflowed: redo this tile and the rest of the image in fp32.
+    def _forward(self, crops: list[np.ndarray], top_level: bool) -> list[np.ndarray]:
+        self.tiles_run += len(crops)
+        outputs = self._forward_as(crops, self.dtype, top_level)
+        if self.dtype != torch.float32 and not all(np.isfinite(o).all() for o in outputs):
+            # Half precision overflowed: redo these tiles and the rest of the image in fp32.
             self.fp32_fallbacks += 1
             self.dtype = torch.float32
-            output = self._forward_as(crop, torch.float32)
-        return np.clip(output, 0.0, 1.0, out=output)
+            outputs = self._forward_as(crops, torch.float32, top_level)
+        return [np.clip(output, 0.0, 1.0, out=output) for output in outputs]
 
     @torch.inference_mode()
-    def _forward_as(self, crop: np.ndarray, dtype: torch.dtype) -> np.ndarray:
-        height, width = crop.shape[:2]
-        tensor = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None]
-        tensor = pad_to_rules(tensor, self.plan.rules.multiple, self.plan.rules.minimum)
-        tensor = tensor.to(self.plan.device, dtype=dtype, non_blocking=True)
-        result = self.model_for(dtype)(tensor)
+    def _forward_as(
+        self, crops: list[np.ndarray], dtype: torch.dtype, top_level: bool
+    ) -> list[np.ndarray]:
+        minimum = self.plan.rules.minimum
+        if self.plan.fixed_shape and top_level:
+            minimum = max(minimum, self.plan.crop_side)
+        tensors = [
+            pad_to_rules(
+                torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None],
+                self.plan.rules.multiple,
+                minimum,
+            )
+            for crop in crops
+        ]
+        batch = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+        if self.plan.device.type == "cuda":
+            batch = batch.pin_memory()  # lets the copy below run asynchronously
+        # The fast path keeps fp32 weights under autocast: its inputs stay fp32.
+        input_dtype = torch.float32 if self.plan.autocast else dtype
+        batch = batch.to(self.plan.device, dtype=input_dtype, non_blocking=True)
+        result = self.model_for(dtype)(batch)
         if isinstance(result, (tuple, list)):  # e.g. Swin2SR compressed-SR returns extras
             result = result[0]
+        result = result.float().cpu().numpy()
         s = self.scale
-        result = result[0, :, : height * s, : width * s].float().cpu()
-        return result.permute(1, 2, 0).numpy()
+        return [
+            result[i, :, : crop.shape[0] * s, : crop.shape[1] * s].transpose(1, 2, 0)
+            for i, crop in enumerate(crops)
+        ]
+
+
+def crop_of(pixels: np.ndarray, spec: Tile) -> np.ndarray:
+    return pixels[spec.crop_y.start : spec.crop_y.stop, spec.crop_x.start : spec.crop_x.stop]
+
+
+def crop_shape(spec: Tile) -> tuple[int, int]:
+    return spec.crop_y.size, spec.crop_x.size
 
 
 def pad_to_rules(tensor: torch.Tensor, multiple: int, minimum: int) -> torch.Tensor:

@@ -1,0 +1,175 @@
+"""Inference-only subclasses of spandrel's Swin-family modules (SwinIR, Swin2SR, HAT).
+
+They keep every parameter and buffer of the original (a checkpoint loads the same way)
+and change only how a forward pass is computed:
+- the relative-position bias is built once per device and dtype, not in every call;
+- unshifted blocks get no mask, shifted blocks mask only their border windows;
+- attention runs through `scaled_dot_product_attention`.
+Dropout and drop-path are left out: these classes are for inference.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import spandrel.architectures.HAT.__arch.HAT as hat
+import spandrel.architectures.Swin2SR.__arch.Swin2SR as swin2sr
+import spandrel.architectures.SwinIR.__arch.SwinIR as swinir
+import torch
+import torch.nn.functional as F
+
+from upres.engine.fast.windows import WindowLayout, attend, merge, partition
+
+Attention = Callable[[torch.Tensor, WindowLayout | None], torch.Tensor]
+
+
+class CachedBias:
+    """Keeps a module's position bias until its device, dtype or weights change."""
+
+    def cached_bias(self, compute: Callable[[], torch.Tensor], *sources: torch.Tensor):
+        if torch.is_grad_enabled():  # training or autograd: never reuse a detached result
+            return compute()
+        key = (sources[0].device, sources[0].dtype, *map(tensor_state, sources))
+        held = self.__dict__.get("_bias_cache")
+        if held is None or held[0] != key:
+            held = (key, compute())
+            self.__dict__["_bias_cache"] = held
+        return held[1]
+
+
+def tensor_state(tensor: torch.Tensor) -> tuple[int, int]:
+    """Storage and in-place version: a changed weight changes this (inference tensors have
+    no version counter, but they cannot be modified outside inference mode either)."""
+    return tensor.data_ptr(), 0 if tensor.is_inference() else tensor._version
+
+
+def split_heads(qkv: torch.Tensor, heads: int) -> tuple[torch.Tensor, ...]:
+    """(B_, N, 3C) -> q, k, v each (B_, heads, N, C / heads)."""
+    b, n, c3 = qkv.shape
+    return qkv.reshape(b, n, 3, heads, c3 // 3 // heads).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def join_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B_, heads, N, d) -> (B_, N, heads * d)."""
+    b, heads, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, heads * d)
+
+
+def table_bias(table: torch.Tensor, index: torch.Tensor, rows: int) -> torch.Tensor:
+    """Gather a (positions, heads) table into a (heads, rows, cols) bias."""
+    return table[index.reshape(-1)].view(rows, -1, table.shape[-1]).permute(2, 0, 1).contiguous()
+
+
+def shifted_window_attention(block, x: torch.Tensor, attention: Attention) -> torch.Tensor:
+    """(B, H, W, C) normalised features -> attention output in the same layout."""
+    ws, shift = block.window_size, block.shift_size
+    batch, height, width, _ = x.shape
+    if shift:
+        x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
+    layout = WindowLayout(batch, height // ws, width // ws, ws, shift)
+    x = merge(attention(partition(x, ws), layout if shift else None), layout)
+    if shift:
+        x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
+    return x
+
+
+# -- SwinIR --------------------------------------------------------------------------
+
+
+class SwinIRAttention(swinir.WindowAttention, CachedBias):
+    def forward(self, x: torch.Tensor, mask: WindowLayout | None = None) -> torch.Tensor:
+        q, k, v = split_heads(self.qkv(x), self.num_heads)
+        n = x.shape[1]
+        bias = self.cached_bias(
+            lambda: table_bias(self.relative_position_bias_table, self.relative_position_index, n),
+            self.relative_position_bias_table,
+        )
+        return self.proj(join_heads(attend(q, k, v, bias, mask, self.scale)))
+
+
+class SwinIRBlock(swinir.SwinTransformerBlock):
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        (height, width), (batch, length, channels) = x_size, x.shape
+        normed = self.norm1(x).view(batch, height, width, channels)
+        x = x + shifted_window_attention(self, normed, self.attn).reshape(batch, length, channels)
+        return x + self.mlp(self.norm2(x))
+
+
+# -- Swin2SR (scaled cosine attention, post-norm) --------------------------------------
+
+MAX_LOGIT_SCALE = math.log(1.0 / 0.01)
+
+
+class Swin2SRAttention(swin2sr.WindowAttention, CachedBias):
+    def forward(self, x: torch.Tensor, mask: WindowLayout | None = None) -> torch.Tensor:
+        qkv_bias = None
+        if self.q_bias is not None:
+            qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        q, k, v = split_heads(F.linear(x, self.qkv.weight, qkv_bias), self.num_heads)
+        logit_scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()
+        # Cosine attention with a per-head temperature, folded into q so SDPA can run it.
+        q = (F.normalize(q, dim=-1) * logit_scale).to(k.dtype)
+        k = F.normalize(k, dim=-1)
+        bias = self.cached_bias(self.position_bias, *self.cpb_mlp.parameters())
+        return self.proj(join_heads(attend(q, k, v, bias, mask, 1.0)))
+
+    def position_bias(self) -> torch.Tensor:
+        table = self.cpb_mlp(self.relative_coords_table).view(-1, self.num_heads)
+        n = self.window_size[0] * self.window_size[1]
+        return 16 * torch.sigmoid(table_bias(table, self.relative_position_index, n))
+
+
+class Swin2SRBlock(swin2sr.SwinTransformerBlock):
+    def forward(self, x: torch.Tensor, x_size: tuple[int, int]) -> torch.Tensor:
+        (height, width), (batch, length, channels) = x_size, x.shape
+        attended = shifted_window_attention(self, x.view(batch, height, width, channels), self.attn)
+        x = x + self.norm1(attended.reshape(batch, length, channels))
+        return x + self.norm2(self.mlp(x))
+
+
+# -- HAT (window attention beside a convolution branch) --------------------------------
+
+
+class HATAttention(hat.WindowAttention, CachedBias):
+    def forward(
+        self, x: torch.Tensor, rpi: torch.Tensor, mask: WindowLayout | None = None
+    ) -> torch.Tensor:
+        q, k, v = split_heads(self.qkv(x), self.num_heads)
+        n = x.shape[1]
+        bias = self.cached_bias(
+            lambda: table_bias(self.relative_position_bias_table, rpi, n),
+            self.relative_position_bias_table,
+        )
+        return self.proj(join_heads(attend(q, k, v, bias, mask, self.scale)))
+
+
+class HATBlock(hat.HAB):
+    def forward(self, x, x_size, rpi_sa, attn_mask):  # attn_mask: unused, see HATNetwork
+        (height, width), (batch, length, channels) = x_size, x.shape
+        normed = self.norm1(x).view(batch, height, width, channels)
+        conv_x = self.conv_block(normed.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+        def attention(windows: torch.Tensor, layout: WindowLayout | None) -> torch.Tensor:
+            return self.attn(windows, rpi=rpi_sa, mask=layout)
+
+        attended = shifted_window_attention(self, normed, attention)
+        x = x + (attended + conv_x * self.conv_scale).reshape(batch, length, channels)
+        return x + self.mlp(self.norm2(x))
+
+
+class HATNetwork(hat.HAT):
+    def calculate_mask(self, x_size, dtype):
+        # The fast blocks mask their own border windows; skip the full-size mask.
+        return torch.empty(0, dtype=dtype)
+
+
+FAST_CLASSES: dict[type, type] = {
+    swinir.WindowAttention: SwinIRAttention,
+    swinir.SwinTransformerBlock: SwinIRBlock,
+    swin2sr.WindowAttention: Swin2SRAttention,
+    swin2sr.SwinTransformerBlock: Swin2SRBlock,
+    hat.WindowAttention: HATAttention,
+    hat.HAB: HATBlock,
+    hat.HAT: HATNetwork,
+}

@@ -1,0 +1,110 @@
+"""Shifted-window attention without the reference code's full-size mask.
+
+After the cyclic shift of a Swin block, only the windows in the last window row and the
+last window column mix pixels from opposite image borders; every other window's mask is
+all zeros. The reference builds a (windows x N x N) mask on the CPU for every new input
+size (gigabytes at large tiles) and adds it to every window. Here all windows run through
+`scaled_dot_product_attention` with the relative-position bias alone, and the few border
+windows run again with their small cached mask. Same maths, far less memory traffic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+MASKED = -100.0  # the reference masks with -100 rather than -inf; keep its exact numbers
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """How a batch of feature maps was cut into windows (row-major, batch outermost)."""
+
+    batch: int
+    rows: int  # windows down
+    cols: int  # windows across
+    window: int
+    shift: int
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+
+def partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * windows, window * window, C)."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, window * window, c)
+
+
+def merge(windows: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+    """(B * windows, window * window, C) -> (B, H, W, C); the inverse of `partition`."""
+    ws, c = layout.window, windows.shape[-1]
+    x = windows.view(layout.batch, layout.rows, layout.cols, ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(layout.batch, layout.rows * ws, layout.cols * ws, c)
+
+
+def border_windows(rows: int, cols: int) -> list[int]:
+    """Indices of the windows whose shifted content wraps around: last column, then last row."""
+    right = [r * cols + cols - 1 for r in range(rows - 1)]
+    bottom = [(rows - 1) * cols + c for c in range(cols)]
+    return right + bottom
+
+
+@lru_cache(maxsize=32)
+def border_mask(
+    window: int, shift: int, rows: int, cols: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    """(border windows, N, N) additive mask, equal to the reference's rows for those windows."""
+    height, width = rows * window, cols * window
+    # Label each pixel by the shifted region it came from (3 bands down x 3 across).
+    band_y = torch.zeros(height, dtype=torch.long)
+    band_y[height - window : height - shift] = 1
+    band_y[height - shift :] = 2
+    band_x = torch.zeros(width, dtype=torch.long)
+    band_x[width - window : width - shift] = 1
+    band_x[width - shift :] = 2
+    labels = (band_y[:, None] * 3 + band_x[None, :])[None, :, :, None]
+    labels = partition(labels, window)[border_windows(rows, cols), :, 0]
+    differs = labels[:, :, None] != labels[:, None, :]
+    mask = torch.zeros(differs.shape, dtype=torch.float32).masked_fill(differs, MASKED)
+    return mask.to(device=device, dtype=dtype)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor,
+    layout: WindowLayout | None,
+    scale: float | None,
+) -> torch.Tensor:
+    """Window attention: q, k, v (B * windows, heads, N, d); bias (heads, N, Nk).
+
+    `layout` is given for shifted blocks (it locates the border windows); None means no mask.
+    """
+    bias = bias.to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    if layout is None or layout.shift == 0:
+        return out
+    index = border_windows(layout.rows, layout.cols)
+    heads, n, d = q.shape[1:]
+    mask = border_mask(layout.window, layout.shift, layout.rows, layout.cols, q.device, q.dtype)
+    # Border windows of every batch item, with heads folded next to windows so that one
+    # (1, windows * heads, N, N) mask broadcasts over the batch.
+    combined = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, len(index) * heads, n, n)
+
+    def border(t: torch.Tensor) -> torch.Tensor:
+        t = t.view(layout.batch, layout.count, heads, n, -1)[:, index]
+        return t.reshape(layout.batch, len(index) * heads, n, -1)
+
+    redone = F.scaled_dot_product_attention(
+        border(q), border(k), border(v), attn_mask=combined, scale=scale
+    )
+    out = out.view(layout.batch, layout.count, heads, n, d)
+    out[:, index] = redone.view(layout.batch, len(index), heads, n, d)
+    return out.view(-1, heads, n, d)

@@ -1,0 +1,125 @@
+"""The fast path computes the same thing as the reference modules, with less waste."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import spandrel.architectures.SwinIR.__arch.SwinIR as swinir_arch
+import torch
+from spandrel.architectures.HAT import HAT
+from spandrel.architectures.Swin2SR import Swin2SR
+from spandrel.architectures.SwinIR import SwinIR
+
+from upres.engine.fast import FastModule, accelerate
+from upres.engine.fast.windows import border_mask, border_windows
+
+
+def psnr(reference: torch.Tensor, other: torch.Tensor) -> float:
+    mse = torch.mean((reference.double() - other.double()) ** 2).item()
+    peak = (reference.max() - reference.min()).item()
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+def randomise_biases(network: torch.nn.Module) -> torch.nn.Module:
+    """Random init leaves position-bias tables near zero; make them matter."""
+    torch.manual_seed(1)
+    for name, parameter in network.named_parameters():
+        if "relative_position_bias_table" in name or "logit_scale" in name:
+            parameter.data.normal_(0, 1.0)
+    return network.eval()
+
+
+def tiny_networks() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    common = dict(window_size=8, img_range=1.0, mlp_ratio=2, upscale=2)
+    return {
+        "SwinIR": SwinIR(
+            img_size=32,
+            depths=[2, 2],
+            embed_dim=24,
+            num_heads=[2, 2],
+            upsampler="pixelshuffle",
+            **common,
+        ),
+        "Swin2SR": Swin2SR(
+            img_size=32,
+            depths=[2, 2],
+            embed_dim=24,
+            num_heads=[2, 2],
+            upsampler="pixelshuffle",
+            **common,
+        ),
+        "HAT": HAT(
+            img_size=32,
+            depths=[2],
+            embed_dim=24,
+            num_heads=[2],
+            compress_ratio=3,
+            squeeze_factor=6,
+            upsampler="pixelshuffle",
+            **common,
+        ),
+    }
+
+
+@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT"])
+@pytest.mark.parametrize("size", [(32, 32), (40, 56), (8, 24)])
+def test_fp32_fast_path_matches_the_reference(family: str, size: tuple[int, int]) -> None:
+    reference = randomise_biases(tiny_networks()[family])
+    fast = copy.deepcopy(reference)
+    assert accelerate(fast) > 0
+    torch.manual_seed(2)
+    batch = torch.rand(2, 3, *size)
+    with torch.inference_mode():
+        expected = reference(batch)
+        got = fast(batch)
+        again = fast(batch)  # second call: cached biases and masks
+    assert got.shape == expected.shape
+    assert psnr(expected, got) >= 80
+    assert torch.equal(got, again)
+
+
+@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT"])
+def test_bf16_fast_path_stays_within_50_db(family: str) -> None:
+    reference = tiny_networks()[family].eval()
+    fast = FastModule(copy.deepcopy(reference), torch.bfloat16, channels_last=False)
+    accelerate(fast)
+    image = torch.rand(1, 3, 48, 40)
+    with torch.inference_mode():
+        assert psnr(reference(image), fast(image)) >= 50
+
+
+def test_border_mask_equals_the_reference_mask() -> None:
+    block = swinir_arch.SwinTransformerBlock(
+        dim=8, input_resolution=(16, 16), num_heads=2, window_size=8, shift_size=4
+    )
+    rows, cols = 3, 5
+    full = block.calculate_mask((rows * 8, cols * 8))
+    index = border_windows(rows, cols)
+    mask = border_mask(8, 4, rows, cols, torch.device("cpu"), torch.float32)
+    assert torch.equal(mask, full[index])
+    untouched = [i for i in range(rows * cols) if i not in index]
+    assert not full[untouched].any(), "windows outside the border need no mask"
+
+
+def test_fast_blocks_never_build_the_full_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    network = randomise_biases(tiny_networks()["SwinIR"])
+    accelerate(network)
+
+    def refuse(self, x_size):
+        raise AssertionError("full-size mask built")
+
+    monkeypatch.setattr(swinir_arch.SwinTransformerBlock, "calculate_mask", refuse)
+    with torch.inference_mode():
+        assert network(torch.rand(1, 3, 48, 64)).shape == (1, 3, 96, 128)
+
+
+def test_accelerated_network_keeps_its_state_dict() -> None:
+    network = tiny_networks()["Swin2SR"]
+    before = {k: v.clone() for k, v in network.state_dict().items()}
+    accelerate(network)
+    after = network.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
