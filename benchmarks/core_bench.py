@@ -87,7 +87,7 @@ def main() -> None:
     image = photo_crop(256)
     print(
         agreement(
-            "tiny Compact x2 (random init, receptive radius 5)",
+            "tiny Compact x2 (random init, receptive radius 6)",
             descriptor_of(tiny_compact()),
             image,
             64,

@@ -152,10 +152,17 @@ class RunnerSpec:
     tile: str | int | None = None
     tile_overlap: int = 32
     denoise_strength: float | None = None
+    fast: bool = True
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads, set where the model loads (each Ray actor)
 
     def __call__(self) -> ImageRunner:
         from upres.api import load
 
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
         return load(
             list(self.models) if self.models else None,
             device=self.device,
@@ -163,4 +170,6 @@ class RunnerSpec:
             tile=self.tile,
             tile_overlap=self.tile_overlap,
             denoise_strength=self.denoise_strength,
+            fast=self.fast,
+            compile=self.compile,
         )

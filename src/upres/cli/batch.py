@@ -9,7 +9,18 @@ import typer
 
 from upres.batch.driver import ENGINES, Summary, run_batch
 from upres.batch.item import ItemOptions, RunnerSpec
-from upres.cli.common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, err, out, print_error
+from upres.cli.common import (
+    COMPILE,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_USAGE,
+    FAST,
+    THREADS,
+    cpu_threads,
+    err,
+    out,
+    print_error,
+)
 from upres.errors import UpresError
 from upres.io.paths import FORMAT_SUFFIX
 
@@ -40,6 +51,9 @@ def batch(
     precision: str = typer.Option("auto", "--precision"),
     tile: str | None = typer.Option(None, "--tile", help="Tile size in input pixels, or auto."),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Redo inputs that failed."),
+    fast: bool = FAST,
+    compile: bool = COMPILE,
+    threads: int | None = THREADS,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Upscale every image under SRC into DST, skipping what an earlier run finished."""
@@ -47,8 +61,19 @@ def batch(
         usage_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {format!r}")
     if engine not in ENGINES:
         usage_error(f"--engine must be local or ray, not {engine!r}")
+    try:
+        threads = cpu_threads(threads)
+    except ValueError as error:
+        usage_error(str(error))
     spec = RunnerSpec(
-        tuple(model) if model else None, device, precision, _tile(tile), denoise_strength=None
+        tuple(model) if model else None,
+        device,
+        precision,
+        _tile(tile),
+        denoise_strength=None,
+        fast=fast,
+        compile=compile,
+        threads=threads,  # set where the model loads: here, or in each Ray actor
     )
     options = ItemOptions(scale=scale, format=format, quality=quality)
     ray_options = _ray_options(engine, workers, gpus_per_worker, cpus_per_worker, address)

@@ -1,7 +1,10 @@
-"""What every command shares: consoles and how errors are shown."""
+"""What every command shares: consoles, how errors are shown, and how models are run."""
 
 from __future__ import annotations
 
+import os
+
+import typer
 from rich.console import Console
 
 # Results go to stdout (so --json stays parseable); progress and errors to stderr.
@@ -19,3 +22,54 @@ def print_error(message: str) -> None:
 
 def print_note(message: str) -> None:
     err.print(f"[yellow]note:[/] {message}", highlight=False)
+
+
+# -- how a loaded model runs (upscale, restore, batch) -------------------------------------
+
+THREADS_ENV = "UPRES_THREADS"
+
+FAST = typer.Option(
+    True,
+    "--fast/--no-fast",
+    help="--no-fast runs the checkpoint's reference modules (slower; for comparison).",
+)
+COMPILE = typer.Option(
+    False,
+    "--compile",
+    help="torch.compile the model for the planned tile shape; pays off on long batches on a GPU.",
+)
+THREADS = typer.Option(
+    None,
+    "--threads",
+    help=f"Torch CPU threads (default: env {THREADS_ENV}, else torch's default).",
+)
+
+
+def cpu_threads(threads: int | None) -> int | None:
+    """--threads N, else UPRES_THREADS, else None (torch's default); ValueError if not >= 1."""
+    if threads is None:
+        value = os.environ.get(THREADS_ENV, "").strip()
+        if not value:
+            return None
+        try:
+            threads = int(value)
+        except ValueError:
+            raise ValueError(
+                f"{THREADS_ENV} must be a positive number of CPU threads, not {value!r}"
+            ) from None
+        source = THREADS_ENV
+    else:
+        source = "--threads"
+    if threads < 1:
+        raise ValueError(f"{source} must be a positive number of CPU threads, not {threads}")
+    return threads
+
+
+def apply_threads(threads: int | None) -> int | None:
+    """Set torch's CPU threads before a model loads; returns the number set, or None."""
+    chosen = cpu_threads(threads)
+    if chosen is not None:
+        import torch
+
+        torch.set_num_threads(chosen)
+    return chosen

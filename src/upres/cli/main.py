@@ -6,6 +6,7 @@ import typer
 
 import upres
 from upres.cli import batch as batch_command
+from upres.cli import bench as bench_command
 from upres.cli import eval as eval_command
 from upres.cli import models as models_command
 from upres.cli import restore as restore_command
@@ -44,6 +45,7 @@ eval_command.register(app)
 serve_command.register(app)
 train_command.register(app)
 batch_command.register(app)
+bench_command.register(app)
 
 
 def run() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from upres.api import ImageRunner, Pipeline
+from upres.cli.common import COMPILE, FAST, THREADS
 from upres.cli.upscale import (
     AS_JSON,
     DEVICE,
@@ -90,6 +91,9 @@ def register(app: typer.Typer) -> None:
         overwrite: bool = OVERWRITE,
         max_input_size: int | None = MAX_INPUT_SIZE,
         as_json: bool = AS_JSON,
+        fast: bool = FAST,
+        compile: bool = COMPILE,
+        threads: int | None = THREADS,
     ) -> None:
         """Denoise images or remove JPEG artefacts, keeping their size."""
         task = task or model_task(model)
@@ -115,6 +119,9 @@ def register(app: typer.Typer) -> None:
                 overwrite=overwrite,
                 max_input_size=max_input_size,
                 as_json=as_json,
+                fast=fast,
+                compile=compile,
+                threads=threads,
                 check=lambda runner: task_problem(runner, task),
                 tag=lambda _runner, _factor: task,
             )

@@ -20,9 +20,13 @@ from rich.progress import (
 
 from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
+    COMPILE,
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_USAGE,
+    FAST,
+    THREADS,
+    apply_threads,
     err,
     out,
     print_error,
@@ -177,6 +181,9 @@ class Batch:
     sharpen: float = 0.0
     denoise_strength: float | None = None
     as_json: bool = False
+    fast: bool = True
+    compile: bool = False
+    threads: int | None = None  # torch CPU threads; None: UPRES_THREADS or torch's default
     video: VideoOptions = field(default_factory=VideoOptions)
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
@@ -194,6 +201,7 @@ def run_batch(batch: Batch) -> NoReturn:
     if not files:
         usage_error("no input images")
     try:
+        apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
         runner = load(
             batch.models,
             device=batch.device,
@@ -201,6 +209,8 @@ def run_batch(batch: Batch) -> NoReturn:
             tile=batch.tile,
             tile_overlap=batch.tile_overlap,
             denoise_strength=batch.denoise_strength,
+            fast=batch.fast,
+            compile=batch.compile,
         )
     except (UpresError, ValueError, RuntimeError) as error:
         usage_error(str(error))
@@ -266,6 +276,9 @@ def register(app: typer.Typer) -> None:
         sharpen: float = SHARPEN,
         denoise_strength: float | None = DENOISE_STRENGTH,
         as_json: bool = AS_JSON,
+        fast: bool = FAST,
+        compile: bool = COMPILE,
+        threads: int | None = THREADS,
         video_codec: str | None = VIDEO_CODEC,
         crf: int | None = CRF,
         preset: str | None = PRESET,
@@ -291,6 +304,9 @@ def register(app: typer.Typer) -> None:
                 sharpen=sharpen,
                 denoise_strength=denoise_strength,
                 as_json=as_json,
+                fast=fast,
+                compile=compile,
+                threads=threads,
                 video=VideoOptions(video_codec, crf, preset, pix_fmt),
             )
         )

@@ -7,7 +7,7 @@ exists as a float array (the float band is one tile row high).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from spandrel import ImageModelDescriptor
 
 from upres.engine.plan import SMALLEST_TILE, Plan
-from upres.engine.tiles import Tile, axis_weights, tile_grid
+from upres.engine.tiles import Span, Tile, axis_weights, tile_grid
 from upres.errors import OutOfMemoryError
 from upres.io.image import quantise
 
@@ -90,8 +90,7 @@ class TileRunner:
                     [band_weight, np.zeros((grow_by, band_weight.shape[1]), np.float32)]
                 )
             for group in self._groups(row, top_level):
-                crops = [crop_of(pixels, spec) for spec in group]
-                results = self._infer_crops(crops, tile, top_level)
+                results = self._infer_group(pixels, group, tile, top_level)
                 for spec, result in zip(group, results, strict=True):
                     self._blend(result, spec, (height, width), band, band_weight, band_start)
                 done += len(group)
@@ -108,17 +107,44 @@ class TileRunner:
             band_start = final_stop
         return output
 
-    def _groups(self, row: list[Tile], top_level: bool) -> list[list[Tile]]:
-        """Consecutive tiles whose crops stack into one batch (same shape, at most `batch`)."""
+    def _groups(self, row: list[Tile], top_level: bool) -> Iterator[list[Tile]]:
+        """Consecutive tiles whose crops stack into one batch (same shape, at most `batch`).
+
+        A generator, so a batch size lowered by out-of-memory applies to the next group.
+        """
         padded_alike = self.plan.fixed_shape and top_level  # every crop padded to one shape
-        groups: list[list[Tile]] = []
+        group: list[Tile] = []
         for spec in row:
-            same_shape = groups and (padded_alike or crop_shape(groups[-1][0]) == crop_shape(spec))
-            if same_shape and len(groups[-1]) < self.batch:
-                groups[-1].append(spec)
-            else:
-                groups.append([spec])
-        return groups
+            same_shape = padded_alike or (group and crop_shape(group[0]) == crop_shape(spec))
+            if group and (not same_shape or len(group) >= self.batch):
+                yield group
+                group = []
+            group.append(spec)
+        if group:
+            yield group
+
+    def _infer_group(
+        self, pixels: np.ndarray, group: list[Tile], tile: int, top_level: bool
+    ) -> list[np.ndarray]:
+        """Infer the crops of a group; with a fixed shape, each crop is first widened inward
+        to the full crop side so that padding only ever happens at true image borders."""
+        if not (self.plan.fixed_shape and top_level):
+            return self._infer_crops([crop_of(pixels, spec) for spec in group], tile, top_level)
+        height, width = pixels.shape[:2]
+        side, s, multiple = self.plan.crop_side, self.scale, self.plan.rules.multiple
+        contexts = [
+            (widen(spec.crop_y, side, height, multiple), widen(spec.crop_x, side, width, multiple))
+            for spec in group
+        ]
+        crops = [pixels[y.start : y.stop, x.start : x.stop] for y, x in contexts]
+        results = self._infer_crops(crops, tile, top_level)
+        return [
+            result[
+                (spec.crop_y.start - y.start) * s : (spec.crop_y.stop - y.start) * s,
+                (spec.crop_x.start - x.start) * s : (spec.crop_x.stop - x.start) * s,
+            ]
+            for spec, (y, x), result in zip(group, contexts, results, strict=True)
+        ]
 
     def _blend(
         self,
@@ -170,13 +196,13 @@ class TileRunner:
             torch.cuda.empty_cache()
 
     def _forward(self, crops: list[np.ndarray], top_level: bool) -> list[np.ndarray]:
-        self.tiles_run += len(crops)
         outputs = self._forward_as(crops, self.dtype, top_level)
         if self.dtype != torch.float32 and not all(np.isfinite(o).all() for o in outputs):
             # Half precision overflowed: redo these tiles and the rest of the image in fp32.
             self.fp32_fallbacks += 1
             self.dtype = torch.float32
             outputs = self._forward_as(crops, torch.float32, top_level)
+        self.tiles_run += len(crops)  # counted once they succeed: OOM attempts are retries
         return [np.clip(output, 0.0, 1.0, out=output) for output in outputs]
 
     @torch.inference_mode()
@@ -213,6 +239,17 @@ class TileRunner:
 
 def crop_of(pixels: np.ndarray, spec: Tile) -> np.ndarray:
     return pixels[spec.crop_y.start : spec.crop_y.stop, spec.crop_x.start : spec.crop_x.stop]
+
+
+def widen(span: Span, side: int, length: int, multiple: int) -> Span:
+    """Grow `span` toward `side` pixels, inward from the image border, as far as the image
+    allows; the start stays on the window multiple, so at most multiple - 1 pixels are left
+    to padding (as in the unwidened path)."""
+    if span.size >= side:
+        return span
+    stop = min(length, span.start + side)
+    start = -(-max(0, stop - side) // multiple) * multiple
+    return Span(min(start, span.start), stop)
 
 
 def crop_shape(spec: Tile) -> tuple[int, int]:

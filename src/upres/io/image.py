@@ -25,8 +25,10 @@ import contextlib
 import io
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -374,14 +376,22 @@ def write_image(
     if format is None and not path.suffix:
         raise ValueError(f"{path}: no format given and the file name has no suffix")
     name = _format_name(format if format is not None else path.suffix)
-    data = encode_bytes(image, name, quality)
+    _validated_pixels(image)  # fail before a temporary file exists
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, data)
+    _atomic_write(path, lambda handle: encode_into(image, name, handle, quality))
     return path
 
 
 def encode_bytes(image: Image, format: str, quality: int | None = None) -> bytes:
     """Encode to bytes in the given format (same rules as `write_image`)."""
+    buf = io.BytesIO()
+    encode_into(image, format, buf, quality)
+    return buf.getvalue()
+
+
+def encode_into(image: Image, format: str, handle: BinaryIO, quality: int | None = None) -> None:
+    """Encode into an open binary file; streaming keeps a second copy of a huge output out
+    of memory."""
     name = _format_name(format)
     pil_format, _, keeps_16, keeps_alpha = _FORMATS[name]
     if quality is not None and not 1 <= int(quality) <= 100:
@@ -392,11 +402,10 @@ def encode_bytes(image: Image, format: str, quality: int | None = None) -> bytes
         pixels = _composite_on_white(pixels, image.alpha)
     bits = 16 if image.bit_depth == 16 and keeps_16 else 8
     if bits == 16 and (pixels.shape[2] == 3 or alpha is not None):
-        return _encode_16bit_colour(image, pixels, alpha, pil_format)
+        handle.write(_encode_16bit_colour(image, pixels, alpha, pil_format))
+        return
     pil = _pil_from_arrays(pixels, alpha, bits)
-    buf = io.BytesIO()
-    pil.save(buf, format=pil_format, **_save_options(image, pil_format, quality))
-    return buf.getvalue()
+    pil.save(handle, format=pil_format, **_save_options(image, pil_format, quality))
 
 
 def _format_name(format: str) -> str:
@@ -484,7 +493,7 @@ def _save_options(image: Image, pil_format: str, quality: int | None) -> dict:
 
 def _encode_16bit_colour(
     image: Image, pixels: np.ndarray, alpha: np.ndarray | None, pil_format: str
-) -> bytes:
+) -> memoryview:
     """16-bit RGB(A), or 16-bit grey+alpha as RGBA: Pillow has no such modes, OpenCV does."""
     colour = quantise(pixels, 16)
     if colour.shape[2] == 1:
@@ -501,7 +510,7 @@ def _encode_16bit_colour(
         ok, buf = cv2.imencode(ext, bgr)
     if not ok:
         raise OSError(f"OpenCV could not encode a 16-bit {pil_format} image")
-    return buf.tobytes()
+    return buf.data
 
 
 def _cv2_metadata(image: Image) -> tuple[list[int], list[np.ndarray]]:
@@ -519,12 +528,18 @@ def _cv2_metadata(image: Image) -> tuple[list[int], list[np.ndarray]]:
     return kinds, chunks
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Readers see either the old file or the complete new one, never a partial file."""
+def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Readers see either the old file or the complete new one, never a partial file.
+
+    `data` is the bytes, or a function that writes them into the open temporary file.
+    """
     tmp, fd = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if callable(data):
+                data(handle)
+            else:
+                handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

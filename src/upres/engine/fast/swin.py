@@ -158,6 +158,30 @@ class HATBlock(hat.HAB):
         return x + self.mlp(self.norm2(x))
 
 
+class HATOverlapBlock(hat.OCAB, CachedBias):
+    """Overlapping cross-attention: queries in windows, keys and values in larger ones."""
+
+    def forward(self, x, x_size, rpi):
+        (height, width), (batch, length, channels) = x_size, x.shape
+        ws, ows, heads = self.window_size, self.overlap_win_size, self.num_heads
+        shortcut = x
+        qkv = self.qkv(self.norm1(x)).view(batch, height, width, 3, channels)
+        q = partition(qkv[..., 0, :], ws)  # (B * windows, ws * ws, C)
+        kv = qkv[..., 1:, :].reshape(batch, height, width, 2 * channels).permute(0, 3, 1, 2)
+        # (B, 2C * ows * ows, windows) -> k, v each (B * windows, heads, ows * ows, d)
+        kv = self.unfold(kv).view(batch, 2, heads, channels // heads, ows * ows, -1)
+        k, v = kv.permute(1, 0, 5, 2, 4, 3).reshape(2, -1, heads, ows * ows, channels // heads)
+        q = q.view(q.shape[0], ws * ws, heads, -1).transpose(1, 2)
+        bias = self.cached_bias(
+            lambda: table_bias(self.relative_position_bias_table, rpi, ws * ws),
+            self.relative_position_bias_table,
+        )
+        attended = join_heads(attend(q, k, v, bias, None, self.scale))
+        layout = WindowLayout(batch, height // ws, width // ws, ws, 0)
+        x = self.proj(merge(attended, layout).reshape(batch, length, channels)) + shortcut
+        return x + self.mlp(self.norm2(x))
+
+
 class HATNetwork(hat.HAT):
     def calculate_mask(self, x_size, dtype):
         # The fast blocks mask their own border windows; skip the full-size mask.
@@ -171,5 +195,6 @@ FAST_CLASSES: dict[type, type] = {
     swin2sr.SwinTransformerBlock: Swin2SRBlock,
     hat.WindowAttention: HATAttention,
     hat.HAB: HATBlock,
+    hat.OCAB: HATOverlapBlock,
     hat.HAT: HATNetwork,
 }

@@ -88,7 +88,8 @@ def attend(
     `layout` is given for shifted blocks (it locates the border windows); None means no mask.
     """
     bias = bias.to(q.dtype)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale)
+    # A 4-D mask: with a 3-D one the CPU backend falls back to its slow "math" kernel.
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0), scale=scale)
     if layout is None or layout.shift == 0:
         return out
     index = border_windows(layout.rows, layout.cols)

@@ -1,0 +1,1 @@
+"""`upres bench`: the reference path and the fast path, timed side by side in one run."""
