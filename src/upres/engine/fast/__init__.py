@@ -3,8 +3,9 @@
 `accelerate` swaps spandrel's Swin-family attention modules for the subclasses in
 `swin.py` (same weights, same maths, cached biases and masks, fused attention), and
 `FastModule` runs a network under autocast in the planned precision, channels-last (even
-transformers spend much of their time in the convolutions of their upsampler). The result matches the reference fp32 path to >= 80 dB in fp32 and
->= 50 dB in bf16/fp16 (tests/test_fast.py).
+transformers spend much of their time in the convolutions of their upsampler). The result
+matches the reference fp32 path to >= 80 dB in fp32 and >= 50 dB in bf16/fp16
+(tests/test_fast.py, tests/test_engine_fast.py).
 """
 
 from __future__ import annotations
