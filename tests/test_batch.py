@@ -166,3 +166,42 @@ def test_ray_batch_survives_a_killed_worker_and_resumes(
         str(src), str(dst), spec, ItemOptions(), engine="ray", ray_options=ray_options()
     )
     assert (again.done, again.failed, again.skipped) == (0, 0, 4)
+
+
+def test_local_runner_reads_the_next_item_while_the_model_works(
+    tmp_path: Path, spec: RunnerSpec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import upres.batch.local as local
+    from upres.batch.item import plan_items
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_inputs(src)
+    events: list[tuple[str, str, str]] = []  # (what, item, thread)
+    real_read, real_infer = local.read_stage, local.infer_stage
+
+    def read(item, options):
+        events.append(("read", item.key, threading.current_thread().name))
+        return real_read(item, options)
+
+    def infer(runner, flight):
+        events.append(("infer", flight.item.key, threading.current_thread().name))
+        time.sleep(0.2)  # a slow model: the next read must not wait for it
+        result = real_infer(runner, flight)
+        events.append(("inferred", flight.item.key, threading.current_thread().name))
+        return result
+
+    monkeypatch.setattr(local, "read_stage", read)
+    monkeypatch.setattr(local, "infer_stage", infer)
+    items = plan_items(str(src), str(dst))
+    rows = list(local.run_local(items, spec, ItemOptions()))
+    assert [row["input"] for row in rows] == [item.key for item in items]  # order kept
+    assert [row["status"] for row in rows].count("failed") == 1  # broken.png, as its row
+    order = [(what, key) for what, key, _ in events]
+    second = items[1].key
+    assert order.index(("read", second)) < order.index(("inferred", items[0].key))
+    assert {thread for what, _, thread in events if what == "read"} != {
+        thread for what, _, thread in events if what == "infer"
+    }

@@ -7,6 +7,7 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -15,7 +16,7 @@ import fsspec
 
 from upres.api import ImageRunner
 from upres.errors import UpresError
-from upres.io.image import decode_bytes, encode_bytes
+from upres.io.image import Image, decode_bytes, encode_bytes
 from upres.io.paths import FORMAT_SUFFIX, IMAGE_SUFFIXES
 
 
@@ -48,39 +49,89 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+@dataclass
+class InFlight:
+    """One item between stages: its manifest row so far, and its images once made."""
+
+    item: WorkItem
+    options: ItemOptions
+    row: dict[str, Any]
+    started: float
+    image: Image | None = None
+    result: Image | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.row.get("status") == "failed"
+
+
 def process_item(runner: ImageRunner, item: WorkItem, options: ItemOptions) -> dict[str, Any]:
     """Upscale one item; return its manifest row (status done or failed, never an exception)."""
-    started = time.perf_counter()
+    return write_stage(infer_stage(runner, read_stage(item, options)))
+
+
+def read_stage(item: WorkItem, options: ItemOptions) -> InFlight:
+    """Read and decode (the disk and the decoder; safe in a helper thread)."""
     row: dict[str, Any] = {**item.to_dict(), "input": item.key, "worker": worker_name()}
     del row["key"]
     row["output"] = row.pop("destination")
+    flight = InFlight(item, options, row, time.perf_counter())
+
+    def read() -> None:
+        fs, source = fsspec.core.url_to_fs(item.source)
+        data = fs.cat_file(source)
+        flight.image = decode_bytes(data, item.key, max_pixels=options.max_input_pixels)
+
+    return guarded(flight, read)
+
+
+def infer_stage(runner: ImageRunner, flight: InFlight) -> InFlight:
+    """Upscale (the model; the caller's thread)."""
+
+    def infer() -> None:
+        assert flight.image is not None
+        flight.result, _ = runner.upscale_image(
+            flight.image,
+            scale=flight.options.scale,
+            sharpen=flight.options.sharpen,
+            max_input_size=flight.options.max_input_size,
+        )
+
+    return flight if flight.failed else guarded(flight, infer)
+
+
+def write_stage(flight: InFlight) -> dict[str, Any]:
+    """Encode and write atomically (the encoder and the disk; safe in a helper thread)."""
+
+    def write() -> None:
+        assert flight.image is not None and flight.result is not None
+        item, options = flight.item, flight.options
+        fmt = options.format or PurePosixPath(item.destination).suffix.lstrip(".")
+        atomic_write(item.destination, encode_bytes(flight.result, fmt, options.quality))
+        flight.row |= {"status": "done", "error": None}
+        flight.row["input_size"] = [flight.image.width, flight.image.height]
+        flight.row["output_size"] = [flight.result.width, flight.result.height]
+
+    if not flight.failed:
+        guarded(flight, write)
+    flight.image = flight.result = None  # the row outlives the pixels
+    flight.row["seconds"] = round(time.perf_counter() - flight.started, 4)
+    flight.row["finished_at"] = time.time()
+    return flight.row
+
+
+def guarded(flight: InFlight, stage: Callable[[], None]) -> InFlight:
+    """Run a stage; whatever an input provokes becomes its failed row, not the batch's end."""
     try:
-        width, height, out_w, out_h = _upscale_to(runner, item, options)
+        stage()
     except (UpresError, ValueError, OSError) as error:
-        row |= {"status": "failed", "error": str(error)}
-    except Exception as error:  # anything else an input provokes is its row, not the job's end
-        row |= {"status": "failed", "error": f"{item.key}: {type(error).__name__}: {error}"}
-    else:
-        row |= {"status": "done", "error": None}
-        row |= {"input_size": [width, height], "output_size": [out_w, out_h]}
-    row["seconds"] = round(time.perf_counter() - started, 4)
-    row["finished_at"] = time.time()
-    return row
-
-
-def _upscale_to(runner: ImageRunner, item: WorkItem, options: ItemOptions) -> tuple[int, ...]:
-    fs, source = fsspec.core.url_to_fs(item.source)
-    data = fs.cat_file(source)
-    image = decode_bytes(data, item.key, max_pixels=options.max_input_pixels)
-    result, _ = runner.upscale_image(
-        image,
-        scale=options.scale,
-        sharpen=options.sharpen,
-        max_input_size=options.max_input_size,
-    )
-    fmt = options.format or PurePosixPath(item.destination).suffix.lstrip(".")
-    atomic_write(item.destination, encode_bytes(result, fmt, options.quality))
-    return image.width, image.height, result.width, result.height
+        flight.row |= {"status": "failed", "error": str(error)}
+    except Exception as error:
+        flight.row |= {
+            "status": "failed",
+            "error": f"{flight.item.key}: {type(error).__name__}: {error}",
+        }
+    return flight
 
 
 def atomic_write(url: str, data: bytes) -> None:
