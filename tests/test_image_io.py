@@ -497,3 +497,25 @@ def test_bytes_round_trip() -> None:
     assert np.array_equal(_as_uint(again.pixels, 8), _as_uint(img.pixels, 8))
     with pytest.raises(BadInputError, match="upload"):
         decode_bytes(b"", "upload")
+
+
+@pytest.mark.skipif(not hasattr(cv2, "imwriteWithMetadata"), reason="needs OpenCV >= 4.12")
+def test_a_huge_rgb_png_streams_through_libpng_and_leaves_the_pixels_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(image_io, "LARGE_PNG_PIXELS", 24 * 32)  # _rgb8() counts as huge
+    used = []
+    real = image_io._write_large_png
+    monkeypatch.setattr(image_io, "_write_large_png", lambda *a: (used.append(True), real(*a))[1])
+    icc = _srgb_icc()
+    pixels = _rgb8()
+    before = pixels.copy()
+    img = Image(pixels=pixels, bit_depth=8, icc_profile=icc, exif=_exif_bytes(1))
+    write_image(img, tmp_path / "big.png")
+    assert used, "the libpng path was not taken"
+    assert np.array_equal(pixels, before), "the caller's pixels were left swapped"
+    back = PILImage.open(tmp_path / "big.png")
+    assert back.mode == "RGB" and np.array_equal(np.asarray(back), before)
+    assert back.info.get("icc_profile") == icc
+    assert back.getexif().get(0x010F) == "TestCam"
+    assert not list(tmp_path.glob(".*upres-tmp*"))

@@ -269,7 +269,7 @@ class Upscaler(ImageRunner):
             module = torch.compile(module, dynamic=False)
         return module
 
-    def _plan(self, tile: str | int | None) -> Plan:
+    def _plan(self, tile: str | int | None, image_width: int | None = None) -> Plan:
         return make_plan(
             self.model.descriptor,
             self.device,
@@ -279,6 +279,7 @@ class Upscaler(ImageRunner):
             batch=None if self.fast else 1,
             fixed_shape=self.compile,
             autocast=self.fast,
+            image_width=image_width,
         )
 
     # -- images ---------------------------------------------------------------------
@@ -401,7 +402,7 @@ class Upscaler(ImageRunner):
         report: UpscaleReport,
         progress: ProgressCallback | None,
     ) -> np.ndarray:
-        plan = self._plan(self.tile)
+        plan = self._plan(self.tile, image_width=pixels.shape[1])
         runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         pad = self.model.card.pre_pad if self.model.card else 0
         if pad:

@@ -91,7 +91,7 @@ def show(report: BenchReport) -> None:
             f"{m.fraction_of_peak:.1%}",
             f"{m.agreement_db:.1f}",
         )
-    out.print(table)
+    out.print(table, width=max(out.width, 132))  # wide enough that no column is cut
     peaks = ", ".join(f"{k} {v:.1f}" for k, v in report.peak_tflops.items())
     out.print(
         f"stock: spandrel modules, fp32, {256}-px tiles one at a time; fast: upres defaults."

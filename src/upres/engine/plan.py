@@ -27,6 +27,9 @@ DTYPES: dict[str, torch.dtype] = {
 DEFAULT_OVERLAP = 32
 SMALLEST_TILE = 32  # OOM retries halve a tile down to this, then give up
 LARGEST_TILE = 2048  # bigger tiles gain nothing and make one allocation huge
+BAND_BYTES = 256 * 1024 * 1024  # host memory for the float blending band of one tile row
+# On a CPU the tile's activations share host memory with the output being assembled.
+CPU_TILE_BYTES = 2 * 1024 * 1024 * 1024
 MAX_BATCH = 8  # tiles per forward pass; more only delays the first finished row
 # Share of the free memory a tile may plan to use: activations are estimates and the
 # allocator fragments, so leave room.
@@ -157,11 +160,29 @@ def bytes_per_input_pixel(descriptor: ImageModelDescriptor, dtype: torch.dtype) 
 
 
 def auto_tile_size(
-    descriptor: ImageModelDescriptor, device: torch.device, dtype: torch.dtype
+    descriptor: ImageModelDescriptor,
+    device: torch.device,
+    dtype: torch.dtype,
+    image_width: int | None = None,
+    overlap: int = DEFAULT_OVERLAP,
 ) -> int:
     budget = free_memory_bytes(device) * MEMORY_SHARE
+    if device.type == "cpu":
+        budget = min(budget, CPU_TILE_BYTES)
     side = int(math.sqrt(budget / bytes_per_input_pixel(descriptor, dtype)))
+    if image_width is not None:
+        side = min(side, band_limited_tile(descriptor, image_width, overlap))
     return max(SMALLEST_TILE, min(LARGEST_TILE, side))
+
+
+def band_limited_tile(descriptor: ImageModelDescriptor, image_width: int, overlap: int) -> int:
+    """The tallest tile whose float blending band (in host memory, one tile row of the
+    output, values plus weights) stays within BAND_BYTES: a wide image's band, not its
+    tiles, is what would otherwise dominate host memory."""
+    s = max(descriptor.scale, 1)
+    bytes_per_output_row = image_width * s * (descriptor.output_channels + 1) * 4
+    rows = BAND_BYTES // bytes_per_output_row // s
+    return int(rows - 2 * overlap)
 
 
 def tiles_per_batch(
@@ -203,13 +224,14 @@ def make_plan(
     batch: int | None = 1,
     fixed_shape: bool = False,
     autocast: bool = False,
+    image_width: int | None = None,
 ) -> Plan:
     """`batch=None` plans the number of tiles per forward pass from free memory."""
     rules = size_rules(descriptor)
     dtype = choose_precision(descriptor, device, precision, autocast)
     chosen = parse_tile(tile)
     if chosen is None:
-        chosen = auto_tile_size(descriptor, device, dtype)
+        chosen = auto_tile_size(descriptor, device, dtype, image_width, overlap)
     # Cores on window multiples keep every crop a whole number of windows.
     chosen = max(rules.multiple, chosen // rules.multiple * rules.multiple)
     plan = Plan(

@@ -21,6 +21,7 @@ from upres.errors import OutOfMemoryError
 from upres.io.image import quantise
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
+FINISH_ROWS = 256  # output rows blended and quantised at a time
 
 
 def is_out_of_memory(error: BaseException) -> bool:
@@ -101,8 +102,13 @@ class TileRunner:
                 rows[index + 1][0].crop_y.start * s if index + 1 < len(rows) else height * s
             )
             count = final_stop - band_start
-            finished = band[:count] / np.maximum(band_weight[:count, :, None], 1e-12)
-            output[band_start:final_stop] = finish(finished, out_dtype)
+            # In slices, so the float temporaries stay a few rows high on huge images.
+            for top in range(0, count, FINISH_ROWS):
+                rows_done = slice(top, min(count, top + FINISH_ROWS))
+                blended = band[rows_done] / np.maximum(band_weight[rows_done, :, None], 1e-12)
+                output[band_start + rows_done.start : band_start + rows_done.stop] = finish(
+                    blended, out_dtype
+                )
             band, band_weight = band[count:], band_weight[count:]
             band_start = final_stop
         return output

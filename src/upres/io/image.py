@@ -376,10 +376,57 @@ def write_image(
     if format is None and not path.suffix:
         raise ValueError(f"{path}: no format given and the file name has no suffix")
     name = _format_name(format if format is not None else path.suffix)
-    _validated_pixels(image)  # fail before a temporary file exists
+    pixels = _validated_pixels(image)  # fail before a temporary file exists
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda handle: encode_into(image, name, handle, quality))
+    if name == "png" and path.suffix.lower() == ".png" and _streams_through_libpng(image, pixels):
+        _atomic_write(path, lambda tmp: _write_large_png(image, pixels, tmp))
+        return path
+    _atomic_write(path, lambda tmp: _encode_to_file(image, name, tmp, quality))
     return path
+
+
+def _encode_to_file(image: Image, name: str, tmp: Path, quality: int | None) -> None:
+    with open(tmp, "wb") as handle:
+        encode_into(image, name, handle, quality)
+
+
+# Above this many pixels, Pillow's internal copy (4 bytes per RGB pixel) of an 8-bit RGB
+# image costs more memory than the image itself; libpng (through OpenCV) writes the rows
+# straight from our array instead.
+LARGE_PNG_PIXELS = 32_000_000
+
+
+def _streams_through_libpng(image: Image, pixels: np.ndarray) -> bool:
+    return (
+        pixels.shape[0] * pixels.shape[1] >= LARGE_PNG_PIXELS
+        and pixels.dtype == np.uint8
+        and pixels.shape[2] == 3
+        and image.alpha is None
+        and pixels.flags.writeable
+        and pixels.flags.c_contiguous
+        and hasattr(cv2, "imwriteWithMetadata")
+    )
+
+
+def _write_large_png(image: Image, pixels: np.ndarray, tmp: Path) -> None:
+    """OpenCV wants BGR: swap the channels in place, write, and swap them back (in slices,
+    so no second full-size array exists). DPI is not written on this path."""
+    _swap_red_blue(pixels)
+    try:
+        kinds, chunks = _cv2_metadata(image)
+        ok = cv2.imwriteWithMetadata(
+            str(tmp), pixels, kinds, chunks, [cv2.IMWRITE_PNG_COMPRESSION, 6]
+        )
+    finally:
+        _swap_red_blue(pixels)
+    if not ok:
+        raise OSError(f"{tmp}: OpenCV could not write the PNG")
+
+
+def _swap_red_blue(pixels: np.ndarray, rows: int = 256) -> None:
+    for top in range(0, pixels.shape[0], rows):
+        block = pixels[top : top + rows]
+        block[:, :, [0, 2]] = block[:, :, [2, 0]]
 
 
 def encode_bytes(image: Image, format: str, quality: int | None = None) -> bytes:
@@ -528,20 +575,24 @@ def _cv2_metadata(image: Image) -> tuple[list[int], list[np.ndarray]]:
     return kinds, chunks
 
 
-def _atomic_write(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+def _atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
     """Readers see either the old file or the complete new one, never a partial file.
 
-    `data` is the bytes, or a function that writes them into the open temporary file.
+    `data` is the bytes, or a function that writes the temporary file it is given.
     """
     tmp, fd = _create_temp(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            if callable(data):
-                data(handle)
-            else:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+            fd = os.open(tmp, os.O_RDWR | getattr(os, "O_BINARY", 0))
+            with os.fdopen(fd, "rb+") as handle:
+                os.fsync(handle.fileno())
+        else:
+            with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
