@@ -107,12 +107,15 @@ def device_name(device: torch.device) -> str:
 
 
 def gemm_peak_tflops(device: torch.device, dtype: torch.dtype) -> float:
-    """The device's compute-bound limit as measured: a large square matmul in `dtype`."""
-    n = 8192 if device.type == "cuda" else 2048
+    """The device's compute-bound limit as measured: a large square matmul in `dtype`,
+    after a warm-up (AMX and cuBLAS set themselves up on first use), best of 6."""
+    side_on_cpu = 2048 if dtype == torch.float32 else 4096  # fp32 is slow: a smaller one
+    n = 8192 if device.type == "cuda" else side_on_cpu
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.matmul(a, b)
     best = math.inf
-    for _ in range(4):
+    for _ in range(6):
         synchronise(device)
         started = time.perf_counter()
         torch.matmul(a, b)

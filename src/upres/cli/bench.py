@@ -6,6 +6,7 @@ import json
 
 import torch
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from upres.bench.measure import BenchReport, bench_image, bench_model, device_name
@@ -82,8 +83,8 @@ def show(report: BenchReport) -> None:
     for m in report.models:
         table.add_row(
             m.name,
-            f"{m.stock.mpx_s:.4f}",
-            f"{m.fast.mpx_s:.4f}",
+            f"{m.stock.mpx_s:.4g}",
+            f"{m.fast.mpx_s:.4g}",
             f"[bold]{m.speedup:.2f}x[/]",
             SHORT_DTYPE.get(m.fast.precision, m.fast.precision),
             f"{m.fast.peak_mem_mb:.0f}",
@@ -91,7 +92,7 @@ def show(report: BenchReport) -> None:
             f"{m.fraction_of_peak:.1%}",
             f"{m.agreement_db:.1f}",
         )
-    out.print(table, width=max(out.width, 132))  # wide enough that no column is cut
+    Console(width=max(out.width, 132)).print(table)  # wide enough that no column is cut
     peaks = ", ".join(f"{k} {v:.1f}" for k, v in report.peak_tflops.items())
     out.print(
         f"stock: spandrel modules, fp32, {256}-px tiles one at a time; fast: upres defaults."
