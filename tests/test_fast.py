@@ -33,24 +33,11 @@ def randomise_biases(network: torch.nn.Module) -> torch.nn.Module:
 
 def tiny_networks() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
-    common = dict(window_size=8, img_range=1.0, mlp_ratio=2, upscale=2)
+    common = dict(window_size=8, img_range=1.0, mlp_ratio=2, upscale=2, upsampler="pixelshuffle")
+    swin = dict(img_size=32, depths=[2, 2], embed_dim=24, num_heads=[2, 2], **common)
     return {
-        "SwinIR": SwinIR(
-            img_size=32,
-            depths=[2, 2],
-            embed_dim=24,
-            num_heads=[2, 2],
-            upsampler="pixelshuffle",
-            **common,
-        ),
-        "Swin2SR": Swin2SR(
-            img_size=32,
-            depths=[2, 2],
-            embed_dim=24,
-            num_heads=[2, 2],
-            upsampler="pixelshuffle",
-            **common,
-        ),
+        "SwinIR": SwinIR(**swin),
+        "Swin2SR": Swin2SR(**swin),
         "HAT": HAT(
             img_size=32,
             depths=[2],
@@ -58,7 +45,6 @@ def tiny_networks() -> dict[str, torch.nn.Module]:
             num_heads=[2],
             compress_ratio=3,
             squeeze_factor=6,
-            upsampler="pixelshuffle",
             **common,
         ),
     }
