@@ -235,6 +235,15 @@ validate_every = 0
     )
     assert again.exit_code == 0, again.output
     assert load_checkpoint(out / "last.safetensors").step == 4
+    # A slice: a time budget already spent stops after the step in flight, with a checkpoint
+    # that the next slice resumes.
+    resume = ["--resume", str(out / "last.safetensors")]
+    sliced = runner.invoke(
+        app, ["train", str(config), "--steps", "8", "--out", str(out), "--minutes", "0", *resume]
+    )
+    assert sliced.exit_code == 0, sliced.output
+    assert "time budget reached at step 4" in sliced.output
+    assert load_checkpoint(out / "last.safetensors").step == 4
     bad = runner.invoke(app, ["train", str(tmp_path / "missing.toml")])
     assert bad.exit_code == 2
 

@@ -22,6 +22,13 @@ def register(app: typer.Typer) -> None:
         steps: int | None = typer.Option(None, "--steps", help="Override train.steps."),
         output_dir: Path | None = typer.Option(None, "-o", "--out", help="Override output.dir."),
         device: str | None = typer.Option(None, "--device", help="Override train.device."),
+        minutes: float | None = typer.Option(
+            None,
+            "--minutes",
+            min=0.0,
+            help="Stop after this many minutes of training and save a checkpoint (a slice;"
+            " the next slice resumes it with --resume).",
+        ),
     ) -> None:
         """Train (or continue training) a super-resolution model; Ctrl-C saves a checkpoint."""
         from upres.train.config import load_config
@@ -38,7 +45,8 @@ def register(app: typer.Typer) -> None:
             overrides.setdefault("output", {})["dir"] = str(output_dir.resolve())
         try:
             loaded = load_config(config, overrides)
-            result = train(loaded, report=show_row)
+            max_seconds = minutes * 60 if minutes is not None else None
+            result = train(loaded, report=show_row, max_seconds=max_seconds)
         except (UpresError, FileNotFoundError, ValueError) as error:
             print_error(str(error))
             raise typer.Exit(EXIT_USAGE) from None
@@ -47,6 +55,12 @@ def register(app: typer.Typer) -> None:
                 f"interrupted at step {result.step}; resume with --resume {result.checkpoint}"
             )
             raise typer.Exit(130)
+        if result.sliced:
+            err.print(
+                f"time budget reached at step {result.step};"
+                f" continue with --resume {result.checkpoint}",
+                highlight=False,
+            )
         out.print(f"checkpoint {result.checkpoint}", highlight=False)
         if result.export:
             out.print(f"model {result.export} (EMA weights; upres upscale -m it)", highlight=False)

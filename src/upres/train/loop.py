@@ -42,6 +42,7 @@ class TrainResult:
     checkpoint: Path | None = None
     export: Path | None = None
     interrupted: bool = False
+    sliced: bool = False  # stopped at the time budget: resume from `checkpoint`
 
 
 # -- model --------------------------------------------------------------------------------
@@ -204,8 +205,9 @@ class Trainer:
         mean = result.mean
         return {"step": self.step, "psnr_y": mean["psnr_y"], "ssim_y": mean["ssim_y"]}
 
-    def run(self, stop_at: int | None = None) -> TrainResult:
-        """Train until ``train.steps`` (or ``stop_at``, to simulate an interruption)."""
+    def run(self, stop_at: int | None = None, max_seconds: float | None = None) -> TrainResult:
+        """Train until ``train.steps`` (or ``stop_at``, to simulate an interruption), or
+        until ``max_seconds`` of training have passed: a slice that a later call resumes."""
         cfg, out = self.config, self.config.output
         self.out_dir.mkdir(parents=True, exist_ok=True)
         log = CsvLog(self.out_dir / "log.csv", keep_until=self.step)
@@ -217,6 +219,9 @@ class Trainer:
         try:
             for lr, hr in loader:
                 if self.step >= end:
+                    break
+                if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+                    result.sliced = True
                     break
                 loss = self.train_step(lr, hr)
                 result.losses.append(loss)
@@ -313,6 +318,9 @@ def plot_log(folder: Path) -> Path | None:
 
 
 def train(
-    config: Config, report: Reporter | None = None, stop_at: int | None = None
+    config: Config,
+    report: Reporter | None = None,
+    stop_at: int | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
-    return Trainer(config, report).run(stop_at=stop_at)
+    return Trainer(config, report).run(stop_at=stop_at, max_seconds=max_seconds)
