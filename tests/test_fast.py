@@ -8,6 +8,7 @@ import math
 import pytest
 import spandrel.architectures.SwinIR.__arch.SwinIR as swinir_arch
 import torch
+from spandrel.architectures.DAT import DAT
 from spandrel.architectures.HAT import HAT
 from spandrel.architectures.Swin2SR import Swin2SR
 from spandrel.architectures.SwinIR import SwinIR
@@ -38,6 +39,18 @@ def tiny_networks() -> dict[str, torch.nn.Module]:
     return {
         "SwinIR": SwinIR(**swin),
         "Swin2SR": Swin2SR(**swin),
+        # depth 4: spatial, channel, shifted spatial, channel attention
+        "DAT": DAT(
+            img_size=32,
+            embed_dim=24,
+            split_size=[4, 8],
+            depth=[4],
+            num_heads=[2],
+            expansion_factor=2.0,
+            upscale=2,
+            img_range=1.0,
+            upsampler="pixelshuffle",
+        ),
         "HAT": HAT(
             img_size=32,
             depths=[2],
@@ -50,7 +63,7 @@ def tiny_networks() -> dict[str, torch.nn.Module]:
     }
 
 
-@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT"])
+@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])
 @pytest.mark.parametrize("size", [(32, 32), (40, 56), (8, 24)])
 def test_fp32_fast_path_matches_the_reference(family: str, size: tuple[int, int]) -> None:
     reference = randomise_biases(tiny_networks()[family])
@@ -67,7 +80,7 @@ def test_fp32_fast_path_matches_the_reference(family: str, size: tuple[int, int]
     assert torch.equal(got, again)
 
 
-@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT"])
+@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])
 def test_bf16_fast_path_stays_within_50_db(family: str) -> None:
     reference = tiny_networks()[family].eval()
     fast = FastModule(copy.deepcopy(reference), torch.bfloat16, channels_last=False)

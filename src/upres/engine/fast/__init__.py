@@ -1,7 +1,8 @@
 """The fast path: the same networks, computed with less waste.
 
 `accelerate` swaps spandrel's Swin-family attention modules for the subclasses in
-`swin.py` (same weights, same maths, cached biases and masks, fused attention), and
+`swin.py` and `dat.py` (same weights, same maths, cached biases and masks, fused
+attention), and
 `FastModule` runs a network under autocast in the planned precision, channels-last (even
 transformers spend much of their time in the convolutions of their upsampler). The result
 matches the reference fp32 path to >= 80 dB in fp32 and >= 50 dB in bf16/fp16
@@ -13,7 +14,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from upres.engine.fast.swin import FAST_CLASSES
+from upres.engine.fast import dat, swin
+
+FAST_CLASSES: dict[type, type] = {**swin.FAST_CLASSES, **dat.FAST_CLASSES}
 
 
 def accelerate(network: nn.Module) -> int:
