@@ -122,3 +122,16 @@ def test_accelerated_network_keeps_its_state_dict() -> None:
     after = network.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("family", ["Swin2SR", "DAT"])
+def test_a_bias_cached_under_bf16_does_not_leak_into_fp32(family: str) -> None:
+    # One fp32 network serves every precision: the MLP-made bias must be cached exactly.
+    reference = randomise_biases(tiny_networks()[family])
+    network = copy.deepcopy(reference)
+    accelerate(network)
+    image = torch.rand(1, 3, 40, 56)
+    with torch.inference_mode():
+        FastModule(network, torch.bfloat16)(image)
+        after_bf16 = FastModule(network, torch.float32)(image)
+        assert psnr(reference(image), after_bf16) >= 80

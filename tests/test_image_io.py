@@ -500,7 +500,7 @@ def test_bytes_round_trip() -> None:
 
 
 @pytest.mark.skipif(not hasattr(cv2, "imwriteWithMetadata"), reason="needs OpenCV >= 4.12")
-def test_a_huge_rgb_png_streams_through_libpng_and_leaves_the_pixels_alone(
+def test_a_consumed_huge_rgb_png_streams_through_libpng(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(image_io, "LARGE_PNG_PIXELS", 24 * 32)  # _rgb8() counts as huge
@@ -508,14 +508,17 @@ def test_a_huge_rgb_png_streams_through_libpng_and_leaves_the_pixels_alone(
     real = image_io._write_large_png
     monkeypatch.setattr(image_io, "_write_large_png", lambda *a: (used.append(True), real(*a))[1])
     icc = _srgb_icc()
-    pixels = _rgb8()
-    before = pixels.copy()
-    img = Image(pixels=pixels, bit_depth=8, icc_profile=icc, exif=_exif_bytes(1))
-    write_image(img, tmp_path / "big.png")
+    expected = _rgb8()
+    # Without consume=True the caller's pixels are never touched: Pillow writes them.
+    shared = expected.copy()
+    img = Image(pixels=shared, bit_depth=8, icc_profile=icc, exif=_exif_bytes(1))
+    write_image(img, tmp_path / "kept.png")
+    assert not used and np.array_equal(shared, expected)
+    write_image(img, tmp_path / "big.png", consume=True)
     assert used, "the libpng path was not taken"
-    assert np.array_equal(pixels, before), "the caller's pixels were left swapped"
-    back = PILImage.open(tmp_path / "big.png")
-    assert back.mode == "RGB" and np.array_equal(np.asarray(back), before)
-    assert back.info.get("icc_profile") == icc
-    assert back.getexif().get(0x010F) == "TestCam"
+    for name in ("kept.png", "big.png"):
+        back = PILImage.open(tmp_path / name)
+        assert back.mode == "RGB" and np.array_equal(np.asarray(back), expected), name
+        assert back.info.get("icc_profile") == icc
+        assert back.getexif().get(0x010F) == "TestCam"
     assert not list(tmp_path.glob(".*upres-tmp*"))

@@ -185,7 +185,8 @@ class ImageRunner:
         result, report = self.upscale_image(
             image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, progress=progress
         )
-        written = write_image(result, destination, format=format, quality=quality)
+        # The result is ours alone: a huge PNG may be written straight from its pixels.
+        written = write_image(result, destination, format=format, quality=quality, consume=True)
         return FileResult(source, written, "done", time.perf_counter() - started, report)
 
 

@@ -364,13 +364,20 @@ SUPPORTED_WRITE_FORMATS = tuple(sorted(_FORMATS))
 
 
 def write_image(
-    image: Image, path: str | Path, *, format: str | None = None, quality: int | None = None
+    image: Image,
+    path: str | Path,
+    *,
+    format: str | None = None,
+    quality: int | None = None,
+    consume: bool = False,
 ) -> Path:
     """Encode and write atomically (temp file in the same folder, fsync, rename).
 
     format: "png", "jpg"/"jpeg", "webp", "tiff"/"tif" or "bmp"; default from the suffix.
     quality: 1-100 for JPEG (default 95) and WebP (default 95; 100 = lossless); ignored
     by the lossless formats. Returns the final path. Parent folders are created.
+    consume: the caller will not use `image.pixels` again (nor does anyone else), so a huge
+    8-bit PNG may be written straight from them, channels reordered in place.
     """
     path = Path(path)
     if format is None and not path.suffix:
@@ -378,7 +385,8 @@ def write_image(
     name = _format_name(format if format is not None else path.suffix)
     pixels = _validated_pixels(image)  # fail before a temporary file exists
     path.parent.mkdir(parents=True, exist_ok=True)
-    if name == "png" and path.suffix.lower() == ".png" and _streams_through_libpng(image, pixels):
+    large_png = name == "png" and path.suffix.lower() == ".png"
+    if consume and large_png and _streams_through_libpng(image, pixels):
         _atomic_write(path, lambda tmp: _write_large_png(image, pixels, tmp))
         return path
     _atomic_write(path, lambda tmp: _encode_to_file(image, name, tmp, quality))
@@ -399,6 +407,7 @@ LARGE_PNG_PIXELS = 32_000_000
 def _streams_through_libpng(image: Image, pixels: np.ndarray) -> bool:
     return (
         pixels.shape[0] * pixels.shape[1] >= LARGE_PNG_PIXELS
+        and image.bit_depth == 8
         and pixels.dtype == np.uint8
         and pixels.shape[2] == 3
         and image.alpha is None
@@ -409,17 +418,13 @@ def _streams_through_libpng(image: Image, pixels: np.ndarray) -> bool:
 
 
 def _write_large_png(image: Image, pixels: np.ndarray, tmp: Path) -> None:
-    """OpenCV wants BGR: swap the channels in place, write, and swap them back (in slices,
-    so no second full-size array exists). DPI is not written on this path."""
+    """OpenCV wants BGR: reorder the consumed pixels in place (in slices, so no second
+    full-size array exists) and write. DPI is not written on this path."""
     _swap_red_blue(pixels)
-    try:
-        kinds, chunks = _cv2_metadata(image)
-        ok = cv2.imwriteWithMetadata(
-            str(tmp), pixels, kinds, chunks, [cv2.IMWRITE_PNG_COMPRESSION, 6]
-        )
-    finally:
-        _swap_red_blue(pixels)
-    if not ok:
+    kinds, chunks = _cv2_metadata(image)
+    if not cv2.imwriteWithMetadata(
+        str(tmp), pixels, kinds, chunks, [cv2.IMWRITE_PNG_COMPRESSION, 6]
+    ):
         raise OSError(f"{tmp}: OpenCV could not write the PNG")
 
 

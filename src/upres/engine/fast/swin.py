@@ -28,12 +28,22 @@ class CachedBias:
     """Keeps a module's position bias until its device, dtype or weights change."""
 
     def cached_bias(self, compute: Callable[[], torch.Tensor], *sources: torch.Tensor):
-        if torch.is_grad_enabled():  # training or autograd: never reuse a detached result
-            return compute()
-        key = (sources[0].device, sources[0].dtype, *map(tensor_state, sources))
+        device = sources[0].device
+
+        def exact() -> torch.Tensor:
+            # Always in the weights' precision: an MLP-made bias (Swin2SR, DAT) computed under
+            # autocast would be rounded, and one cache serves every precision.
+            with torch.autocast(device.type, enabled=False):
+                return compute()
+
+        # Training/autograd must never reuse a detached result; a compiled graph computes
+        # the bias itself (the cache's bookkeeping would split the graph).
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return exact()
+        key = (device, sources[0].dtype, *map(tensor_state, sources))
         held = self.__dict__.get("_bias_cache")
         if held is None or held[0] != key:
-            held = (key, compute())
+            held = (key, exact())
             self.__dict__["_bias_cache"] = held
         return held[1]
 
