@@ -126,8 +126,7 @@ def test_fixed_shape_feeds_one_input_shape(model_name, request):
     descriptor = request.getfixturevalue(model_name)
     image = random_image(*BATCH_IMAGE, seed=4)
     _, runner, calls = run(descriptor, image, tile=32, overlap=16, fixed_shape=True)
-    side = runner.plan.crop_side
-    assert {shape[-2:] for shape in calls.shapes} == {(side, side)}
+    assert {tuple(shape[-2:]) for shape in calls.shapes} == {runner.plan.crop_shape}
     _, _, free_calls = run(descriptor, image, tile=32, overlap=16)
     assert len({shape[-2:] for shape in free_calls.shapes}) > 1  # the test can tell
 
@@ -230,3 +229,29 @@ def test_compiled_compact_matches_the_uncompiled_fast_path(compact_checkpoint, p
     compiled = compiled_upscaler(image)
     assert compiled.shape == eager.shape
     assert np.abs(compiled - eager).max() < 1e-4
+
+
+# -- wide images: short, wide tiles ---------------------------------------------------------
+
+
+def test_a_wide_image_gets_short_wide_tiles_not_small_squares(compact, monkeypatch):
+    monkeypatch.setattr(plan_module, "BAND_BYTES", 4 * 1024 * 1024)  # a small band budget
+    plan = make_plan(compact, CPU, image_width=2000, overlap=16)
+    # 4 MiB / (4000 output px x 4 channels x 4 B) = 65 output rows = 32 input rows, less
+    # 2 x 16 of context: below the smallest tile, so the smallest tile
+    assert plan.tile_rows == plan_module.SMALLEST_TILE
+    assert plan.tile > 4 * plan.tile_rows  # the width keeps the memory-planned size
+    explicit = make_plan(compact, CPU, tile=64, image_width=2000)
+    assert explicit.tile_rows is None  # a tile the user chose is left square
+
+
+def test_short_wide_tiles_give_the_same_image(compact):
+    image = random_image(70, 131, seed=7)
+    square, _, _ = run(compact, image, tile=32, overlap=16)
+    plan = make_plan(compact, CPU, tile=64, overlap=16, precision="fp32")
+    wide = dataclasses.replace(plan, tile_rows=16)
+    recorder = Recorder(compact.model.float().eval())
+    output = TileRunner(compact, wide, lambda _dtype: recorder).run(image, np.dtype(np.float32))
+    assert np.abs(output - square).max() < 1e-5
+    assert max(shape[2] for shape in recorder.shapes) <= 16 + 2 * 16  # short...
+    assert max(shape[3] for shape in recorder.shapes) > 16 + 2 * 16  # ...and wide

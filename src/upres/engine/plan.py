@@ -64,6 +64,9 @@ class Plan:
     tile: int  # core size in input pixels; >= the image side means one tile
     overlap: int
     rules: SizeRules
+    # Core height when it must be lower than `tile`: on a wide image the float blending band
+    # (one tile row of the output) would otherwise dominate host memory. None: square.
+    tile_rows: int | None = None
     batch: int = 1  # tiles of the same shape stacked into one forward pass
     # Pad every crop to one shape (tile + 2 * overlap) so a compiled graph is reused.
     fixed_shape: bool = False
@@ -71,9 +74,14 @@ class Plan:
     autocast: bool = False
 
     @property
-    def crop_side(self) -> int:
-        side = self.tile + 2 * self.overlap
-        return -(-side // self.rules.multiple) * self.rules.multiple
+    def crop_shape(self) -> tuple[int, int]:
+        """(height, width) of a full crop: core plus context, on the window multiple."""
+        m = self.rules.multiple
+        height = self.tile_rows or self.tile
+        return (
+            -(-(height + 2 * self.overlap) // m) * m,
+            -(-(self.tile + 2 * self.overlap) // m) * m,
+        )
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
@@ -160,18 +168,12 @@ def bytes_per_input_pixel(descriptor: ImageModelDescriptor, dtype: torch.dtype) 
 
 
 def auto_tile_size(
-    descriptor: ImageModelDescriptor,
-    device: torch.device,
-    dtype: torch.dtype,
-    image_width: int | None = None,
-    overlap: int = DEFAULT_OVERLAP,
+    descriptor: ImageModelDescriptor, device: torch.device, dtype: torch.dtype
 ) -> int:
     budget = free_memory_bytes(device) * MEMORY_SHARE
     if device.type == "cpu":
         budget = min(budget, CPU_TILE_BYTES)
     side = int(math.sqrt(budget / bytes_per_input_pixel(descriptor, dtype)))
-    if image_width is not None:
-        side = min(side, band_limited_tile(descriptor, image_width, overlap))
     return max(SMALLEST_TILE, min(LARGEST_TILE, side))
 
 
@@ -182,17 +184,26 @@ def band_limited_tile(descriptor: ImageModelDescriptor, image_width: int, overla
     s = max(descriptor.scale, 1)
     bytes_per_output_row = image_width * s * (descriptor.output_channels + 1) * 4
     rows = BAND_BYTES // bytes_per_output_row // s
-    return int(rows - 2 * overlap)
+    return max(SMALLEST_TILE, int(rows - 2 * overlap))
+
+
+def on_multiple(side: int, multiple: int) -> int:
+    """Cores on window multiples keep every crop a whole number of windows."""
+    return max(multiple, side // multiple * multiple)
 
 
 def tiles_per_batch(
-    descriptor: ImageModelDescriptor, device: torch.device, dtype: torch.dtype, crop_side: int
+    descriptor: ImageModelDescriptor,
+    device: torch.device,
+    dtype: torch.dtype,
+    crop_shape: tuple[int, int],
 ) -> int:
     """How many crops fit one forward pass; 1 on the CPU, where stacking gains nothing."""
     if device.type == "cpu":
         return 1
     budget = free_memory_bytes(device) * MEMORY_SHARE
-    fits = int(budget // (crop_side**2 * bytes_per_input_pixel(descriptor, dtype)))
+    area = crop_shape[0] * crop_shape[1]
+    fits = int(budget // (area * bytes_per_input_pixel(descriptor, dtype)))
     return max(1, min(MAX_BATCH, fits))
 
 
@@ -230,19 +241,22 @@ def make_plan(
     rules = size_rules(descriptor)
     dtype = choose_precision(descriptor, device, precision, autocast)
     chosen = parse_tile(tile)
+    rows = None
     if chosen is None:
-        chosen = auto_tile_size(descriptor, device, dtype, image_width, overlap)
-    # Cores on window multiples keep every crop a whole number of windows.
-    chosen = max(rules.multiple, chosen // rules.multiple * rules.multiple)
+        chosen = auto_tile_size(descriptor, device, dtype)
+        if image_width is not None:
+            rows = band_limited_tile(descriptor, image_width, max(0, overlap))
+            rows = on_multiple(rows, rules.multiple) if rows < chosen else None
     plan = Plan(
         device=device,
         dtype=dtype,
-        tile=chosen,
+        tile=on_multiple(chosen, rules.multiple),
         overlap=max(0, overlap),
         rules=rules,
+        tile_rows=rows,
         fixed_shape=fixed_shape,
         autocast=autocast,
     )
     if batch is None:
-        batch = tiles_per_batch(descriptor, device, dtype, plan.crop_side)
+        batch = tiles_per_batch(descriptor, device, dtype, plan.crop_shape)
     return dataclasses.replace(plan, batch=max(1, batch))

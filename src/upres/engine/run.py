@@ -74,7 +74,12 @@ class TileRunner:
     ) -> np.ndarray:
         height, width = pixels.shape[:2]
         s = self.scale
-        rows = tile_grid(height, width, tile, self.plan.overlap, self.plan.rules.multiple)
+        # Only the top level uses the plan's row height; an out-of-memory retry tiles its one
+        # crop in squares.
+        tile_rows = self.plan.tile_rows if top_level else None
+        rows = tile_grid(
+            height, width, tile, self.plan.overlap, self.plan.rules.multiple, tile_rows
+        )
         total = sum(len(row) for row in rows)
         channels = self.descriptor.output_channels
         output = np.empty((height * s, width * s, channels), dtype=out_dtype)
@@ -137,9 +142,13 @@ class TileRunner:
         if not (self.plan.fixed_shape and top_level):
             return self._infer_crops([crop_of(pixels, spec) for spec in group], tile, top_level)
         height, width = pixels.shape[:2]
-        side, s, multiple = self.plan.crop_side, self.scale, self.plan.rules.multiple
+        (side_y, side_x), s = self.plan.crop_shape, self.scale
+        multiple = self.plan.rules.multiple
         contexts = [
-            (widen(spec.crop_y, side, height, multiple), widen(spec.crop_x, side, width, multiple))
+            (
+                widen(spec.crop_y, side_y, height, multiple),
+                widen(spec.crop_x, side_x, width, multiple),
+            )
             for spec in group
         ]
         crops = [pixels[y.start : y.stop, x.start : x.stop] for y, x in contexts]
@@ -215,9 +224,9 @@ class TileRunner:
     def _forward_as(
         self, crops: list[np.ndarray], dtype: torch.dtype, top_level: bool
     ) -> list[np.ndarray]:
-        minimum = self.plan.rules.minimum
+        minimum: int | tuple[int, int] = self.plan.rules.minimum
         if self.plan.fixed_shape and top_level:
-            minimum = max(minimum, self.plan.crop_side)
+            minimum = tuple(max(self.plan.rules.minimum, side) for side in self.plan.crop_shape)
         tensors = [
             pad_to_rules(
                 torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1)))[None],
@@ -262,11 +271,15 @@ def crop_shape(spec: Tile) -> tuple[int, int]:
     return spec.crop_y.size, spec.crop_x.size
 
 
-def pad_to_rules(tensor: torch.Tensor, multiple: int, minimum: int) -> torch.Tensor:
-    """Pad bottom/right to the model's multiple (and minimum) by reflection; cropped back later."""
+def pad_to_rules(
+    tensor: torch.Tensor, multiple: int, minimum: int | tuple[int, int]
+) -> torch.Tensor:
+    """Pad bottom/right to the model's multiple (and minimum, one side or (height, width))
+    by reflection; cropped back later."""
     height, width = tensor.shape[-2:]
-    target_h = max(minimum, -(-height // multiple) * multiple)
-    target_w = max(minimum, -(-width // multiple) * multiple)
+    min_h, min_w = minimum if isinstance(minimum, tuple) else (minimum, minimum)
+    target_h = max(min_h, -(-height // multiple) * multiple)
+    target_w = max(min_w, -(-width // multiple) * multiple)
     pad_h, pad_w = target_h - height, target_w - width
     if pad_h == 0 and pad_w == 0:
         return tensor

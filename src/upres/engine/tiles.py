@@ -51,10 +51,19 @@ def grow(span: Span, margin: int, length: int) -> Span:
     return Span(max(0, span.start - margin), min(length, span.stop + margin))
 
 
-def tile_grid(height: int, width: int, tile: int, overlap: int, align: int = 1) -> list[list[Tile]]:
-    """Rows of tiles covering the image; each tile's crop carries `overlap` px of context."""
+def tile_grid(
+    height: int,
+    width: int,
+    tile: int,
+    overlap: int,
+    align: int = 1,
+    tile_rows: int | None = None,
+) -> list[list[Tile]]:
+    """Rows of tiles covering the image; each tile's crop carries `overlap` px of context.
+
+    Cores are `tile` wide and `tile_rows` (default `tile`) high."""
     rows = []
-    for core_y in split_axis(height, tile, align):
+    for core_y in split_axis(height, tile_rows or tile, align):
         crop_y = grow(core_y, overlap, height)
         rows.append(
             [
