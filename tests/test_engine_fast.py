@@ -236,11 +236,14 @@ def test_compiled_compact_matches_the_uncompiled_fast_path(compact_checkpoint, p
 
 def test_a_wide_image_gets_short_wide_tiles_not_small_squares(compact, monkeypatch):
     monkeypatch.setattr(plan_module, "BAND_BYTES", 4 * 1024 * 1024)  # a small band budget
-    plan = make_plan(compact, CPU, image_width=2000, overlap=16)
+    monkeypatch.setattr(plan_module, "free_memory_bytes", lambda device: 8 * 1024**3)
+    plan = make_plan(compact, torch.device("cuda"), image_width=2000, overlap=16)
     # 4 MiB / (4000 output px x 4 channels x 4 B) = 65 output rows = 32 input rows, less
     # 2 x 16 of context: below the smallest tile, so the smallest tile
     assert plan.tile_rows == plan_module.SMALLEST_TILE
     assert plan.tile > 4 * plan.tile_rows  # the width keeps the memory-planned size
+    on_cpu = make_plan(compact, CPU, image_width=2000, overlap=16)
+    assert on_cpu.tile_rows == 32 and on_cpu.tile == 2 * 32  # host memory: at most 2:1
     explicit = make_plan(compact, CPU, tile=64, image_width=2000)
     assert explicit.tile_rows is None  # a tile the user chose is left square
 

@@ -30,6 +30,7 @@ LARGEST_TILE = 2048  # bigger tiles gain nothing and make one allocation huge
 BAND_BYTES = 256 * 1024 * 1024  # host memory for the float blending band of one tile row
 # On a CPU the tile's activations share host memory with the output being assembled.
 CPU_TILE_BYTES = 2 * 1024 * 1024 * 1024
+CPU_TILE_ASPECT = 2  # widest band-limited tile on a CPU, in tile heights
 MAX_BATCH = 8  # tiles per forward pass; more only delays the first finished row
 # Share of the free memory a tile may plan to use: activations are estimates and the
 # allocator fragments, so leave room.
@@ -247,6 +248,10 @@ def make_plan(
         if image_width is not None:
             rows = band_limited_tile(descriptor, image_width, max(0, overlap))
             rows = on_multiple(rows, rules.multiple) if rows < chosen else None
+        if rows is not None and device.type == "cpu":
+            # On a CPU the tile's activations share host memory with the band: keep the
+            # short tiles at most twice as wide as high.
+            chosen = min(chosen, CPU_TILE_ASPECT * rows)
     plan = Plan(
         device=device,
         dtype=dtype,
