@@ -9,7 +9,7 @@ alone, and the engine keeps the first element of any tuple a network returns.
 
 from __future__ import annotations
 
-from upres.models.catalog import ModelCard, Task, register
+from upres.models.catalog import ModelCard, register
 from upres.models.sources import UrlSource
 
 RELEASE = "https://github.com/mv-lab/swin2sr/releases/download/v0.0.1/"
@@ -22,39 +22,18 @@ M_ARCH = "Swin2SR-M: 6 RSTB x 6 SwinV2 layers, 180 dim, window 8"
 DF2K = "DIV2K + Flickr2K (DF2K)"
 
 
-def card(
-    name: str,
-    filename: str,
-    *,
-    task: Task,
-    scale: int,
-    arch: str,
-    params: int,
-    summary: str,
-    training_data: str,
-    expected_input: str,
-    memory_mb_per_mp: int,
-    weights_key: str = "params",
-    notes: str = "",
-) -> ModelCard:
+def card(name: str, filename: str, **fields) -> ModelCard:
+    """A Swin2SR release file; `fields` are the ModelCard's own (task, scale, arch, ...)."""
+    fields.setdefault("weights_key", "params")
     return ModelCard(
         name=name,
-        arch=arch,
-        task=task,
-        scale=scale,
         license=LICENSE,
         source=UrlSource(RELEASE + filename, filename),
-        summary=summary,
-        notes=notes,
         family="Swin2SR",
         paper=PAPER,
-        training_data=training_data,
-        expected_input=expected_input,
         # spandrel marks Swin2SR unsafe in fp16; bf16 keeps fp32's range.
         preferred_precision="bf16",
-        params=params,
-        weights_key=weights_key,
-        memory_mb_per_mp=memory_mb_per_mp,
+        **fields,
     )
 
 

@@ -10,7 +10,7 @@ one channel; colour images run through them channel by channel.
 
 from __future__ import annotations
 
-from upres.models.catalog import ModelCard, Task, register
+from upres.models.catalog import ModelCard, register
 from upres.models.sources import UrlSource
 
 RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/"
@@ -45,42 +45,18 @@ CLASSICAL_PARAMS = {2: 11_752_487, 3: 11_937_127, 4: 11_900_199, 8: 12_047_911}
 LIGHTWEIGHT_PARAMS = {2: 910_152, 3: 918_267, 4: 929_628}
 
 
-def card(
-    name: str,
-    filename: str,
-    *,
-    task: Task,
-    scale: int,
-    arch: str,
-    params: int,
-    summary: str,
-    training_data: str,
-    expected_input: str,
-    memory_mb_per_mp: int,
-    weights_key: str = "params",
-    input_channels: int = 3,
-    preferred_precision: str = "bf16",
-    notes: str = "",
-) -> ModelCard:
+def card(name: str, filename: str, **fields) -> ModelCard:
+    """A SwinIR release file; `fields` are the ModelCard's own (task, scale, arch, ...)."""
+    fields.setdefault("weights_key", "params")
+    fields.setdefault("preferred_precision", "bf16")
     return ModelCard(
         name=name,
-        arch=arch,
-        task=task,
-        scale=scale,
         license=LICENSE,
         source=UrlSource(RELEASE + filename, filename),
-        summary=summary,
         sha256=SHA256.get(filename),
-        notes=notes,
         family="SwinIR",
         paper=PAPER,
-        training_data=training_data,
-        expected_input=expected_input,
-        preferred_precision=preferred_precision,
-        input_channels=input_channels,
-        params=params,
-        weights_key=weights_key,
-        memory_mb_per_mp=memory_mb_per_mp,
+        **fields,
     )
 
 
