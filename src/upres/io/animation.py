@@ -17,7 +17,7 @@ from PIL import Image as PILImage
 from PIL import ImageSequence, UnidentifiedImageError
 
 from upres.errors import BadInputError
-from upres.io.image import Image, _atomic_write, quantise, unit_float
+from upres.io.image import Image, atomic_write, quantise, unit_float
 
 if TYPE_CHECKING:
     from upres.api import ImageRunner, UpscaleReport
@@ -72,7 +72,7 @@ def upscale_animation(
     report.notes.append(f"{len(frames)} frames")
     data = _encode(upscaled, durations, loop, pil_format, quality)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(destination, data)
+    atomic_write(destination, data)
     return report
 
 

@@ -387,9 +387,9 @@ def write_image(
     path.parent.mkdir(parents=True, exist_ok=True)
     large_png = name == "png" and path.suffix.lower() == ".png"
     if consume and large_png and _streams_through_libpng(image, pixels):
-        _atomic_write(path, lambda tmp: _write_large_png(image, pixels, tmp))
+        atomic_write(path, lambda tmp: _write_large_png(image, pixels, tmp))
         return path
-    _atomic_write(path, lambda tmp: _encode_to_file(image, name, tmp, quality))
+    atomic_write(path, lambda tmp: _encode_to_file(image, name, tmp, quality))
     return path
 
 
@@ -580,7 +580,7 @@ def _cv2_metadata(image: Image) -> tuple[list[int], list[np.ndarray]]:
     return kinds, chunks
 
 
-def _atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
+def atomic_write(path: Path, data: bytes | Callable[[Path], None]) -> None:
     """Readers see either the old file or the complete new one, never a partial file.
 
     `data` is the bytes, or a function that writes the temporary file it is given.

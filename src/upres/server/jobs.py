@@ -14,11 +14,8 @@ queued again at the next start.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
-import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -28,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
+
+from upres.io.image import atomic_write
 
 QUEUED, RUNNING, DONE, FAILED, CANCELLED, EXPIRED = (
     "queued",
@@ -135,26 +134,6 @@ def new_job_id() -> str:
 def valid_job_id(job_id: str) -> bool:
     # Ids name files: only our own 32 hex digits ever reach the file system.
     return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Readers (and a restart after kill -9) see the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)  # the rename itself must survive too
-    finally:
-        os.close(fd)
 
 
 class JobStore:

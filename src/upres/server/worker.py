@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from upres.api import Upscaler, load
 from upres.engine.plan import resolve_device
 from upres.errors import BadInputError, OutOfMemoryError, UpresError
-from upres.io.image import decode_bytes, encode_bytes
+from upres.io.image import atomic_write, decode_bytes, encode_bytes
 from upres.server.config import ServeConfig
-from upres.server.jobs import CANCELLED, DONE, FAILED, JobRecord, JobStore, atomic_write
+from upres.server.jobs import CANCELLED, DONE, FAILED, JobRecord, JobStore
 
 log = logging.getLogger("upres.server")
 # A model that failed to load (e.g. its download, offline) is tried again after this long.
