@@ -11,7 +11,7 @@ import gc
 import math
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +53,6 @@ class ModelResult:
         return self.fast.mpx_s / self.stock.mpx_s
 
     def to_json(self) -> dict:
-        row = asdict(self)
-        row.pop("stock"), row.pop("fast")
         return {
             "name": self.name,
             "stock_mpx_s": self.stock.mpx_s,
@@ -65,7 +63,10 @@ class ModelResult:
             "fast_precision": self.fast.precision,
             "fast_tile": self.fast.tile,
             "fast_batch": self.fast.batch,
-            **row,
+            "params_m": self.params_m,
+            "flops_per_px": self.flops_per_px,
+            "agreement_db": self.agreement_db,
+            "fraction_of_peak": self.fraction_of_peak,
         }
 
 
@@ -183,8 +184,8 @@ def time_path(upscaler: Upscaler, image: np.ndarray, repeats: int) -> tuple[Path
             started = time.perf_counter()
             output = upscaler(image)
             best = min(best, time.perf_counter() - started)
-    plan = upscaler._plan(upscaler.tile)
     height, width = image.shape[:2]
+    plan = upscaler._plan(upscaler.tile, image_width=width)  # the plan the runs used
     result = PathResult(
         mpx_s=height * width / 1e6 / best,
         seconds=best,

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from upres.bench.measure import BenchReport, bench_image, bench_model, device_name
+from upres.bench.measure import STOCK_TILE, BenchReport, bench_image, bench_model, device_name
 from upres.bench.models import select
 from upres.cli.common import EXIT_USAGE, err, out, print_error
 from upres.engine.plan import resolve_device
@@ -95,7 +95,7 @@ def show(report: BenchReport) -> None:
     Console(width=max(out.width, 132)).print(table)  # wide enough that no column is cut
     peaks = ", ".join(f"{k} {v:.1f}" for k, v in report.peak_tflops.items())
     out.print(
-        f"stock: spandrel modules, fp32, {256}-px tiles one at a time; fast: upres defaults."
+        f"stock: spandrel modules, fp32, {STOCK_TILE}-px tiles one at a time; fast: upres defaults."
         f" Peak = measured large matmul (TFLOP/s: {peaks}).",
         highlight=False,
     )

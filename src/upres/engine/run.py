@@ -126,7 +126,9 @@ class TileRunner:
         padded_alike = self.plan.fixed_shape and top_level  # every crop padded to one shape
         group: list[Tile] = []
         for spec in row:
-            same_shape = padded_alike or (group and crop_shape(group[0]) == crop_shape(spec))
+            same_shape = padded_alike or (
+                group and tile_crop_shape(group[0]) == tile_crop_shape(spec)
+            )
             if group and (not same_shape or len(group) >= self.batch):
                 yield group
                 group = []
@@ -267,7 +269,7 @@ def widen(span: Span, side: int, length: int, multiple: int) -> Span:
     return Span(min(start, span.start), stop)
 
 
-def crop_shape(spec: Tile) -> tuple[int, int]:
+def tile_crop_shape(spec: Tile) -> tuple[int, int]:
     return spec.crop_y.size, spec.crop_x.size
 
 
