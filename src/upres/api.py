@@ -24,8 +24,9 @@ import torch
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
-from upres.errors import BadInputError, OutputExistsError
-from upres.io.animation import is_animated_file, upscale_animation
+from upres.errors import BadInputError, OutputError
+from upres.io.animation import upscale_animation
+from upres.io.frames import FrameUpscaler, MediaReport
 from upres.io.image import (
     Image,
     fill_transparent_colour,
@@ -33,12 +34,15 @@ from upres.io.image import (
     image_from_pil,
     image_to_array,
     image_to_pil,
+    quantise,
     read_image,
     unit_float,
     write_image,
 )
-from upres.io.video import VideoOptions, is_video_file, upscale_video
+from upres.io.video import VideoOptions, upscale_video
 from upres.models.loader import LoadedModel, load_model
+from upres.preflight import ANIMATION, VIDEO, check_input
+from upres.request import NO_TILING, UpscaleRequest, check_output_size, downsized, parse_tile
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
 
@@ -86,38 +90,67 @@ class ImageRunner:
         image: Image,
         *,
         scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        long_side: int | None = None,
         sharpen: float = 0.0,
+        alpha: str = "model",
         max_input_size: int | None = None,
+        max_output_pixels: int | None = None,
         out_dtype: np.dtype | type | None = None,
         progress: ProgressCallback | None = None,
+        size: tuple[int, int] | None = None,
     ) -> tuple[Image, UpscaleReport]:
+        """Decode is done; plan, infer, assemble here; encoding is the caller's.
+
+        One of scale, width, height, long_side (aspect kept) sets the result's size; `size`
+        (width, height) is the exact size a caller has already worked out.
+        """
         raise NotImplementedError
 
-    def __call__(self, image: Any, *, scale: float | None = None, sharpen: float = 0.0) -> Any:
+    def __call__(
+        self,
+        image: Any,
+        *,
+        scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        long_side: int | None = None,
+        sharpen: float = 0.0,
+        alpha: str = "model",
+        max_output_pixels: int | None = None,
+    ) -> Any:
         """Upscale a PIL image, a numpy array (HW/HWC, uint8/uint16/float) or a torch tensor.
 
         Returns the same kind: PIL in, PIL out; the array's dtype and layout are kept; a
-        tensor (CHW or BCHW, float in [0, 1]) comes back on its device and dtype.
+        tensor (CHW or BCHW, float in [0, 1]) comes back on its device and dtype. One of
+        scale, width, height or long_side sets the size (default: the model's scale).
         """
+        request = UpscaleRequest(
+            scale=scale,
+            width=width,
+            height=height,
+            long_side=long_side,
+            sharpen=sharpen,
+            alpha=alpha,
+            max_output_pixels=max_output_pixels,
+        )
+        options = image_options(request)
         if isinstance(image, PIL.Image.Image):
-            result, _ = self.upscale_image(image_from_pil(image), scale=scale, sharpen=sharpen)
+            result, _ = self.upscale_image(image_from_pil(image), **options)
             return image_to_pil(result)
         if isinstance(image, np.ndarray):
             decoded, dtype_name = image_from_array(image)
             out_dtype = np.dtype(dtype_name) if dtype_name in ("uint8", "uint16") else np.float32
-            result, _ = self.upscale_image(
-                decoded, scale=scale, sharpen=sharpen, out_dtype=out_dtype
-            )
+            result, _ = self.upscale_image(decoded, out_dtype=out_dtype, **options)
             return image_to_array(result, dtype_name)
         if isinstance(image, torch.Tensor):
-            return self._call_tensor(image, scale=scale, sharpen=sharpen)
+            return self._call_tensor(image, options)
         raise BadInputError(
             None, f"cannot upscale a {type(image).__name__}; give PIL, numpy or torch"
         )
 
-    def _call_tensor(
-        self, tensor: torch.Tensor, *, scale: float | None, sharpen: float
-    ) -> torch.Tensor:
+    def _call_tensor(self, tensor: torch.Tensor, options: dict[str, Any]) -> torch.Tensor:
         batched = tensor.ndim == 4
         if tensor.ndim not in (3, 4):
             raise BadInputError(
@@ -127,13 +160,12 @@ class ImageRunner:
         outputs = []
         for item in items:
             pixels = item.detach().float().cpu().permute(1, 2, 0).numpy()
-            result, _ = self.upscale_image(
-                Image(pixels=np.ascontiguousarray(pixels)),
-                scale=scale,
-                sharpen=sharpen,
-                out_dtype=np.float32,
-            )
-            outputs.append(torch.from_numpy(result.pixels).permute(2, 0, 1))
+            decoded, _ = image_from_array(np.ascontiguousarray(pixels))  # range checks
+            result, _ = self.upscale_image(decoded, out_dtype=np.float32, **options)
+            planes = result.pixels
+            if result.alpha is not None:
+                planes = np.dstack([planes, result.alpha])
+            outputs.append(torch.from_numpy(np.ascontiguousarray(planes)).permute(2, 0, 1))
         stacked = torch.stack(outputs).to(tensor.device, dtype=tensor.dtype)
         return stacked if batched else stacked[0]
 
@@ -142,52 +174,121 @@ class ImageRunner:
         source: str | Path,
         destination: str | Path,
         *,
-        scale: float | None = None,
-        sharpen: float = 0.0,
-        format: str | None = None,
-        quality: int | None = None,
-        overwrite: bool = False,
-        skip_existing: bool = False,
-        max_input_size: int | None = None,
-        max_input_pixels: int | None = None,
+        request: UpscaleRequest | None = None,
         progress: ProgressCallback | None = None,
-        video: VideoOptions | None = None,
+        **options: Any,
     ) -> FileResult:
-        """Read, upscale and atomically write one file; never touches the input.
+        """Check, read, upscale and atomically write one file; never touches the input.
 
-        Videos and animated images take their own path (io/video.py, io/animation.py);
-        there `progress` counts frames instead of tiles.
+        `options` are UpscaleRequest fields (scale, width, height, long_side, sharpen,
+        alpha, format, quality, overwrite, skip_existing, max_input_size, max_input_pixels,
+        max_output_pixels, video), applied over `request`. Everything that can be checked
+        from headers is checked before any pixel is decoded (upres.preflight). Videos and
+        animated images take their own path; there `progress` counts frames, not tiles.
         """
         source, destination = Path(source), Path(destination)
+        request = (request or UpscaleRequest()).with_options(**options)
+        checked = check_input(source, destination, request, self.scale)
+        if checked.skip:
+            return FileResult(source, destination, "skipped")
         started = time.perf_counter()
-        if destination.exists():
-            if skip_existing:
-                return FileResult(source, destination, "skipped")
-            if not overwrite:
-                raise OutputExistsError(
-                    f"{destination}: already exists (use --overwrite or --skip-existing)"
+        try:
+            if checked.info.kind in (VIDEO, ANIMATION):
+                report = self._upscale_media(
+                    checked.info.kind, source, destination, request, progress
                 )
-            if source.exists() and source.resolve() == destination.resolve():
-                raise OutputExistsError(f"{destination}: is the input itself; write elsewhere")
-        media = {"scale": scale, "sharpen": sharpen, "max_input_size": max_input_size}
-        media |= {"max_pixels": max_input_pixels}  # per frame
-        if is_video_file(source):
-            report = upscale_video(
-                self, source, destination, options=video, progress=progress, **media
+                return FileResult(
+                    source, destination, "done", time.perf_counter() - started, report
+                )
+            image = read_image(source, max_pixels=request.max_input_pixels)
+            result, report = self.upscale_image(image, progress=progress, **image_options(request))
+            # The result is ours alone: a huge PNG may be written straight from its pixels.
+            written = write_image(
+                result, destination, format=request.format, quality=request.quality, consume=True
             )
-            return FileResult(source, destination, "done", time.perf_counter() - started, report)
-        if is_animated_file(source):
-            report = upscale_animation(
-                self, source, destination, quality=quality, progress=progress, **media
-            )
-            return FileResult(source, destination, "done", time.perf_counter() - started, report)
-        image = read_image(source, max_pixels=max_input_pixels)
-        result, report = self.upscale_image(
-            image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, progress=progress
-        )
-        # The result is ours alone: a huge PNG may be written straight from its pixels.
-        written = write_image(result, destination, format=format, quality=quality, consume=True)
+        except PermissionError as error:
+            raise OutputError(destination, f"cannot write ({error.strerror})") from None
+        except OSError as error:
+            if isinstance(error, BadInputError | FileNotFoundError):
+                raise
+            raise OutputError(destination, f"cannot write ({error.strerror or error})") from None
         return FileResult(source, written, "done", time.perf_counter() - started, report)
+
+    def _upscale_media(
+        self,
+        kind: str,
+        source: Path,
+        destination: Path,
+        request: UpscaleRequest,
+        progress: ProgressCallback | None,
+    ) -> UpscaleReport:
+        """Animations and videos: io decodes and encodes, every frame comes back here."""
+        report = UpscaleReport()
+        upscale_frame = self._frame_upscaler(request, report)
+        if kind == VIDEO:
+            media = upscale_video(
+                upscale_frame,
+                source,
+                destination,
+                options=video_options(request.video),
+                progress=progress,
+                max_pixels=request.max_input_pixels,
+            )
+        else:
+            media = upscale_animation(
+                upscale_frame,
+                source,
+                destination,
+                quality=request.quality,
+                progress=progress,
+                max_pixels=request.max_input_pixels,
+            )
+        add_media(report, media)
+        return report
+
+    def _frame_upscaler(self, request: UpscaleRequest, report: UpscaleReport) -> FrameUpscaler:
+        options = image_options(request)
+
+        def upscale_frame(image: Image) -> Image:
+            result, frame_report = self.upscale_image(image, out_dtype=np.uint8, **options)
+            report.model_passes = frame_report.model_passes
+            report.tiles += frame_report.tiles
+            report.oom_retries += frame_report.oom_retries
+            report.fp32_fallbacks += frame_report.fp32_fallbacks
+            for note in frame_report.notes:  # the same note on every frame is said once
+                if note not in report.notes:
+                    report.notes.append(note)
+            return result
+
+        return upscale_frame
+
+
+def image_options(request: UpscaleRequest) -> dict[str, Any]:
+    """The request's fields that `upscale_image` takes."""
+    return {
+        "scale": request.scale,
+        "width": request.width,
+        "height": request.height,
+        "long_side": request.long_side,
+        "sharpen": request.sharpen,
+        "alpha": request.alpha,
+        "max_input_size": request.max_input_size,
+        "max_output_pixels": request.max_output_pixels,
+    }
+
+
+def video_options(video: Any) -> VideoOptions:
+    if isinstance(video, VideoOptions):
+        return video
+    return VideoOptions(video.codec, video.crf, video.preset, video.pix_fmt)
+
+
+def add_media(report: UpscaleReport, media: MediaReport) -> None:
+    report.input_size = media.input_size
+    report.output_size = media.output_size
+    for note in media.notes:
+        if note not in report.notes:
+            report.notes.append(note)
 
 
 class Upscaler(ImageRunner):
@@ -207,13 +308,15 @@ class Upscaler(ImageRunner):
         self.model = model
         self.device = resolve_device(device)
         self.precision = card_precision(precision, model, self.device)
-        self.tile = tile
+        if tile is None:
+            tile = os.environ.get("UPRES_TILE_SIZE")
+        self.tile = parse_tile(tile)  # None: planned from memory; 0: the whole image
         self.tile_overlap = tile_overlap
         # fast=False runs the checkpoint's own modules, cast to the planned dtype (the
         # reference path that `upres bench` compares against).
         self.fast = fast
         self.compile = compile and fast
-        planned = self._plan(tile)
+        planned = self._plan(None if self.tile == NO_TILING else self.tile)
         self.dtype = planned.dtype
         self._models: dict[torch.dtype, torch.nn.Module] = {}
         self._models_lock = threading.Lock()
@@ -290,44 +393,57 @@ class Upscaler(ImageRunner):
         image: Image,
         *,
         scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        long_side: int | None = None,
         sharpen: float = 0.0,
+        alpha: str = "model",
         max_input_size: int | None = None,
+        max_output_pixels: int | None = None,
         out_dtype: np.dtype | type | None = None,
         progress: ProgressCallback | None = None,
+        size: tuple[int, int] | None = None,
     ) -> tuple[Image, UpscaleReport]:
-        """decode is done; plan, infer, assemble here; encoding is the caller's."""
-        factor = float(scale) if scale else float(self.scale)
-        if factor <= 0 or not math.isfinite(factor):
-            raise ValueError(f"scale must be a positive number, not {scale}")
-        if not 0.0 <= sharpen <= 1.0:
-            raise ValueError(f"sharpen must be between 0 and 1, not {sharpen}")
+        request = UpscaleRequest(
+            scale=scale,
+            width=width,
+            height=height,
+            long_side=long_side,
+            sharpen=sharpen,
+            alpha=alpha,
+            max_input_size=max_input_size,
+            max_output_pixels=max_output_pixels,
+        )
         if image.height == 0 or image.width == 0:
             raise BadInputError(image.source, "image has a zero side")
         report = UpscaleReport(input_size=(image.width, image.height))
-        image = self._limit_input(image, max_input_size, report)
-        target = (round(image.width * factor), round(image.height * factor))
+        image = self._limit_input(image, request.max_input_size, report)
+        target = size or request.output_size(image.width, image.height, self.scale)
+        check_output_size(image.source, (image.width, image.height), target, request.output_limit())
         final_dtype = (
             np.dtype(out_dtype)
             if out_dtype is not None
             else (np.dtype(np.uint16) if image.bit_depth == 16 else np.dtype(np.uint8))
         )
+        factor = max(target[0] / image.width, target[1] / image.height)
+        passes = self._passes_for(factor)
 
         pixels = image.pixels
         if image.alpha is not None:
             pixels = fill_transparent_colour(pixels, image.alpha)
-        passes = self._passes_for(factor)
         pixels = self._run_passes(pixels, passes, final_dtype, report, progress)
-        alpha = None
-        if image.alpha is not None:
-            alpha = self._run_passes(image.alpha[:, :, None], passes, final_dtype, report, None)
         pixels = fit_to(pixels, target)
-        if alpha is not None:
-            alpha = fit_to(alpha, target)[:, :, 0] if alpha.ndim == 3 else fit_to(alpha, target)
-        if sharpen > 0:
-            pixels = unsharp_mask(pixels, sharpen)
+        new_alpha = None
+        if image.alpha is not None and request.alpha == "bicubic":
+            new_alpha = resize_alpha(image.alpha, target, final_dtype)
+        elif image.alpha is not None:
+            planes = self._run_passes(image.alpha[:, :, None], passes, final_dtype, report, None)
+            new_alpha = fit_to(planes, target)[:, :, 0]
+        if request.sharpen > 0:
+            pixels = unsharp_mask(pixels, request.sharpen)
         report.output_size = target
         report.model_passes = passes
-        result = dataclasses.replace(image, pixels=pixels, alpha=alpha, info=dict(image.info))
+        result = dataclasses.replace(image, pixels=pixels, alpha=new_alpha, info=dict(image.info))
         return result, report
 
     def _passes_for(self, factor: float) -> int:
@@ -338,11 +454,9 @@ class Upscaler(ImageRunner):
 
     def _limit_input(self, image: Image, limit: int | None, report: UpscaleReport) -> Image:
         limit = limit if limit is not None else default_max_input_size()
-        longest = max(image.width, image.height)
-        if not limit or longest <= limit:
+        size = downsized(image.width, image.height, limit)
+        if size == (image.width, image.height):
             return image
-        ratio = limit / longest
-        size = (max(1, round(image.width * ratio)), max(1, round(image.height * ratio)))
         report.notes.append(
             f"input {image.width}x{image.height} downsized to {size[0]}x{size[1]}"
             f" (max input size {limit})"
@@ -403,7 +517,9 @@ class Upscaler(ImageRunner):
         report: UpscaleReport,
         progress: ProgressCallback | None,
     ) -> np.ndarray:
-        plan = self._plan(self.tile, image_width=pixels.shape[1])
+        # --tile 0: the whole image is one tile (the engine still halves it on out-of-memory).
+        tile = max(pixels.shape[:2]) if self.tile == NO_TILING else self.tile
+        plan = self._plan(tile, image_width=pixels.shape[1])
         runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         pad = self.model.card.pre_pad if self.model.card else 0
         if pad:
@@ -471,31 +587,54 @@ class Pipeline(ImageRunner):
         image: Image,
         *,
         scale: float | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        long_side: int | None = None,
         sharpen: float = 0.0,
+        alpha: str = "model",
         max_input_size: int | None = None,
+        max_output_pixels: int | None = None,
         out_dtype: np.dtype | type | None = None,
         progress: ProgressCallback | None = None,
+        size: tuple[int, int] | None = None,
     ) -> tuple[Image, UpscaleReport]:
-        factor = float(scale) if scale else float(self.scale)
-        if factor <= 0 or not math.isfinite(factor):
-            raise ValueError(f"scale must be a positive number, not {scale}")
+        request = UpscaleRequest(
+            scale=scale,
+            width=width,
+            height=height,
+            long_side=long_side,
+            sharpen=sharpen,
+            alpha=alpha,
+            max_input_size=max_input_size,
+            max_output_pixels=max_output_pixels,
+        )
+        # The chain's result size, worked out once from its input; the last stage makes it.
+        limited = downsized(image.width, image.height, request.max_input_size)
+        target = size or request.output_size(*limited, self.scale)
+        check_output_size(image.source, limited, target, request.output_limit())
         if out_dtype is None:  # the input's depth, decided before stages make it float
             out_dtype = np.uint16 if image.bit_depth == 16 else np.uint8
         *leading, last = self.stages
         total = UpscaleReport(input_size=(image.width, image.height))
-        done = 1.0
+        stage_max_input = request.max_input_size
         for stage in leading:
             image, report = stage.upscale_image(
-                image, max_input_size=max_input_size, out_dtype=np.float32, progress=progress
+                image,
+                alpha=request.alpha,
+                max_input_size=stage_max_input,
+                max_output_pixels=request.max_output_pixels,
+                out_dtype=np.float32,
+                progress=progress,
             )
             merge(total, report)
-            done *= stage.scale
-            max_input_size = None  # only the pipeline's input is limited
+            stage_max_input = None  # only the pipeline's input is limited
         image, report = last.upscale_image(
             image,
-            scale=factor / done,
-            sharpen=sharpen,
-            max_input_size=max_input_size,
+            size=target,
+            sharpen=request.sharpen,
+            alpha=request.alpha,
+            max_input_size=stage_max_input,
+            max_output_pixels=request.max_output_pixels,
             out_dtype=out_dtype,
             progress=progress,
         )
@@ -545,6 +684,14 @@ def fit_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized
 
 
+def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """--alpha bicubic: the alpha plane resized on its own (Real-ESRGAN's choice), no model."""
+    resized = np.clip(cv2.resize(alpha, size, interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    if np.issubdtype(dtype, np.integer):
+        return quantise(resized, 16 if dtype == np.uint16 else 8)
+    return resized.astype(np.float32)
+
+
 def unsharp_mask(pixels: np.ndarray, amount: float, sigma: float = 1.5) -> np.ndarray:
     """pixels + amount * (pixels - blur); cv2 saturates integer types for us."""
     blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
@@ -572,9 +719,19 @@ def load(
     A list of several names or files loads a chain that runs them in order (a Pipeline).
     `denoise_strength` (0..1) sets it for models that have one (realesr-general-v3-x4).
     `fast=False` runs the checkpoint's reference modules; `compile=True` adds torch.compile.
+    `tile`: "auto"/None (planned from free memory), 0 (the whole image as one tile) or a
+    size of at least 32 pixels. A bad option raises RequestError before anything loads.
     """
-    options = {"device": device, "precision": precision, "tile": tile}
-    options |= {"tile_overlap": tile_overlap, "fast": fast, "compile": compile}
+    # The same rules and messages as every other surface, before any weights are read.
+    checked = UpscaleRequest(
+        tile=tile,
+        tile_overlap=tile_overlap,
+        precision=precision,
+        device=device,
+        denoise_strength=denoise_strength,
+    )
+    options = {"device": checked.device, "precision": checked.precision, "tile": checked.tile}
+    options |= {"tile_overlap": checked.tile_overlap, "fast": fast, "compile": compile}
     if isinstance(name_or_path, list | tuple):
         if len(name_or_path) != 1:
             return load_chain(name_or_path, denoise_strength=denoise_strength, **options)

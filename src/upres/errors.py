@@ -38,3 +38,46 @@ class OutputExistsError(UpresError):
 
 class OutOfMemoryError(UpresError):
     """A tile still did not fit after halving it down to the smallest allowed size."""
+
+
+class RequestError(UpresError, ValueError):
+    """An option that cannot be honoured (a usage error): the same rule and message on
+    every surface. `option` is the request field's name (scale, tile, width...)."""
+
+    def __init__(self, option: str, problem: str) -> None:
+        self.option = option
+        self.problem = problem
+        super().__init__(f"{option}: {problem}")
+
+
+class OutputError(UpresError):
+    """The result cannot be written where asked: a folder, an unwritable place, a format
+    that cannot hold this kind of result."""
+
+    def __init__(self, destination: str | Path, problem: str) -> None:
+        self.destination = str(destination)
+        self.problem = problem
+        super().__init__(f"{self.destination}: {problem}")
+
+
+class OutputTooLargeError(BadInputError):
+    """The planned result has more pixels than the output limit; `largest_scale` fits."""
+
+    def __init__(
+        self, source: str | Path | None, size: tuple[int, int], limit: int, largest_scale: float
+    ) -> None:
+        self.size = size
+        self.limit = limit
+        self.largest_scale = largest_scale
+        width, height = size
+        super().__init__(
+            source,
+            f"the result would be {width}x{height} = {width * height:,} pixels, more than the"
+            f" output limit of {limit:,} (--max-output-pixels); a scale of at most"
+            f" {largest_scale:.2f} fits",
+        )
+
+
+class ModelUnavailableError(ModelNotFoundError):
+    """A catalogued model whose weights are not here and could not be fetched (offline, a
+    failed or refused download, a package not installed)."""

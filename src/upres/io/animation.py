@@ -8,22 +8,17 @@ written back as a full frame that replaces the one before it.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageSequence, UnidentifiedImageError
 
 from upres.errors import BadInputError
+from upres.io.frames import FrameProgress, FrameUpscaler, MediaReport
 from upres.io.image import Image, atomic_write, quantise, unit_float
 
-if TYPE_CHECKING:
-    from upres.api import ImageRunner, UpscaleReport
-
-FrameProgress = Callable[[int, int], None]
-
+ANIMATION_WRITE_SUFFIXES = (".gif", ".png", ".apng", ".webp")
 _ANIMATED_FORMATS = {".gif": "GIF", ".png": "PNG", ".apng": "PNG", ".webp": "WEBP"}
 _DEFAULT_DURATION_MS = 100
 
@@ -40,35 +35,29 @@ def is_animated_file(path: Path) -> bool:
 
 
 def upscale_animation(
-    runner: ImageRunner,
+    upscale_frame: FrameUpscaler,
     source: Path,
     destination: Path,
     *,
-    scale: float | None = None,
-    sharpen: float = 0.0,
-    max_input_size: int | None = None,
     quality: int | None = None,
     progress: FrameProgress | None = None,
     max_pixels: int | None = None,
-) -> UpscaleReport:
+) -> MediaReport:
     """Upscale every frame and write an animation of the destination's format atomically."""
-    from upres.api import UpscaleReport
-
     pil_format = _ANIMATED_FORMATS.get(destination.suffix.lower())
     if pil_format is None:
         raise ValueError(f"{destination}: an animation can be written as GIF, WebP or PNG only")
-    report = UpscaleReport()
+    report = MediaReport()
     frames, durations, loop = _read_frames(source, max_pixels)
     transparent = any(frame[:, :, 3].min() < 255 for frame in frames)
     upscaled = []
     for index, rgba in enumerate(frames):
-        upscaled.append(
-            _upscale_frame(runner, rgba, transparent, report, scale, sharpen, max_input_size)
-        )
+        upscaled.append(_upscale_frame(upscale_frame, rgba, transparent))
         if progress is not None:
             progress(index + 1, len(frames))
     report.input_size = (frames[0].shape[1], frames[0].shape[0])
     report.output_size = upscaled[0].size
+    report.frames = len(frames)
     report.notes.append(f"{len(frames)} frames")
     data = _encode(upscaled, durations, loop, pil_format, quality)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -98,27 +87,13 @@ def _read_frames(
 
 
 def _upscale_frame(
-    runner: ImageRunner,
-    rgba: np.ndarray,
-    transparent: bool,
-    report: UpscaleReport,
-    scale: float | None,
-    sharpen: float,
-    max_input_size: int | None,
+    upscale_frame: FrameUpscaler, rgba: np.ndarray, transparent: bool
 ) -> PILImage.Image:
     image = Image(
         pixels=unit_float(rgba[:, :, :3]),
         alpha=unit_float(rgba[:, :, 3]) if transparent else None,
     )
-    result, frame_report = runner.upscale_image(
-        image, scale=scale, sharpen=sharpen, max_input_size=max_input_size, out_dtype=np.uint8
-    )
-    report.model_passes = frame_report.model_passes
-    report.tiles += frame_report.tiles
-    report.oom_retries += frame_report.oom_retries
-    for note in frame_report.notes:
-        if note not in report.notes:
-            report.notes.append(note)
+    result = upscale_frame(image)
     colour = quantise(result.pixels, 8)
     if colour.shape[2] == 1:
         colour = np.repeat(colour, 3, axis=2)

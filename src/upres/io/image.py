@@ -669,7 +669,15 @@ def image_from_array(arr: np.ndarray) -> tuple[Image, str]:
 def _checked_float_array(values: np.ndarray) -> np.ndarray:
     if not np.isfinite(values).all():
         raise BadInputError("<array>", "float array contains NaN or infinite values")
-    peak = float(values.max())
+    peak, floor = float(values.max()), float(values.min())
+    if floor < -0.5 or (floor < 0.0 and peak <= 0.0):
+        # Small undershoots (a model's ringing) are clipped; a [-1, 1] or all-negative
+        # array would silently come back near black.
+        raise BadInputError(
+            "<array>",
+            f"float array has values down to {floor:g}; expected [0, 1]"
+            " (from [-1, 1]? use (x + 1) / 2)",
+        )
     if peak > 2.0:
         raise BadInputError(
             "<array>",

@@ -14,25 +14,19 @@ import contextlib
 import os
 import secrets
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
 from upres.errors import BadInputError
+from upres.io.frames import FrameProgress, FrameUpscaler, MediaReport
 from upres.io.image import Image, unit_float
 from upres.io.paths import VIDEO_SUFFIXES
-
-if TYPE_CHECKING:
-    from upres.api import ImageRunner, UpscaleReport
-
-FrameProgress = Callable[[int, int], None]
 
 # Audio codecs each container takes as they are; anything else is re-encoded.
 _COPYABLE_AUDIO = {
@@ -62,35 +56,28 @@ def is_video_file(path: Path) -> bool:
 
 
 def upscale_video(
-    runner: ImageRunner,
+    upscale_frame: FrameUpscaler,
     source: Path,
     destination: Path,
     *,
-    scale: float | None = None,
-    sharpen: float = 0.0,
-    max_input_size: int | None = None,
     options: VideoOptions | None = None,
     progress: FrameProgress | None = None,
     max_pixels: int | None = None,
-) -> UpscaleReport:
+) -> MediaReport:
     """Upscale every frame of `source` into `destination` (written to a temp name, renamed)."""
-    from upres.api import UpscaleReport
-
     options = options or VideoOptions()
     if destination.suffix.lower() not in VIDEO_SUFFIXES:
         raise ValueError(
             f"{destination}: a video needs a video file name ({', '.join(VIDEO_SUFFIXES)})"
         )
-    report = UpscaleReport()
+    report = MediaReport()
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = destination.with_name(
         f".{destination.stem}.upres-tmp-{secrets.token_hex(4)}{destination.suffix}"
     )
     try:
         with _open_input(source, max_pixels) as reader:
-            _transcode(
-                reader, tmp, runner, report, options, progress, scale, sharpen, max_input_size
-            )
+            _transcode(reader, tmp, upscale_frame, report, options, progress)
         os.replace(tmp, destination)
     except av.FFmpegError as error:
         raise BadInputError(source, f"cannot decode or encode video ({error})") from None
@@ -126,26 +113,20 @@ def _open_input(source: Path, max_pixels: int | None) -> Iterator[av.container.I
 def _transcode(
     reader: av.container.InputContainer,
     tmp: Path,
-    runner: ImageRunner,
-    report: UpscaleReport,
+    upscale_frame: FrameUpscaler,
+    report: MediaReport,
     options: VideoOptions,
     progress: FrameProgress | None,
-    scale: float | None,
-    sharpen: float,
-    max_input_size: int | None,
 ) -> None:
     in_video = reader.streams.video[0]
     in_audio = reader.streams.audio[0] if reader.streams.audio else None
     total = _frame_estimate(in_video)
     streams = [in_video] + ([in_audio] if in_audio is not None else [])
-    upscale = partial(
-        _upscale_frame,
-        runner=runner,
-        report=report,
-        scale=scale,
-        sharpen=sharpen,
-        max_input_size=max_input_size,
-    )
+
+    def upscale(frame: av.VideoFrame) -> np.ndarray:
+        rgb = frame.to_ndarray(format="rgb24")
+        return np.ascontiguousarray(upscale_frame(Image(pixels=unit_float(rgb))).pixels)
+
     with av.open(str(tmp), "w") as writer, ThreadPoolExecutor(max_workers=1) as model:
         out = _Output(writer, in_video, in_audio, options, report)
         # The model works on one frame while this thread decodes and encodes the others;
@@ -166,6 +147,7 @@ def _transcode(
         if out.frames == 0:
             raise BadInputError(reader.name, "video has no decodable frames")
         out.flush()
+    report.frames = out.frames
     report.notes.append(f"{out.frames} frames")
 
 
@@ -189,7 +171,7 @@ class _Output:
         in_video: av.video.stream.VideoStream,
         in_audio: av.audio.stream.AudioStream | None,
         options: VideoOptions,
-        report: UpscaleReport,
+        report: MediaReport,
     ) -> None:
         self.writer = writer
         self.in_video = in_video
@@ -240,33 +222,7 @@ def _frame_estimate(stream: av.video.stream.VideoStream) -> int:
     return 0
 
 
-def _upscale_frame(
-    frame: av.VideoFrame,
-    *,
-    runner: ImageRunner,
-    report: UpscaleReport,
-    scale: float | None,
-    sharpen: float,
-    max_input_size: int | None,
-) -> np.ndarray:
-    rgb = frame.to_ndarray(format="rgb24")
-    result, frame_report = runner.upscale_image(
-        Image(pixels=unit_float(rgb)),
-        scale=scale,
-        sharpen=sharpen,
-        max_input_size=max_input_size,
-        out_dtype=np.uint8,
-    )
-    report.model_passes = frame_report.model_passes
-    report.tiles += frame_report.tiles
-    report.oom_retries += frame_report.oom_retries
-    for note in frame_report.notes:  # the same note on every frame is said once
-        if note not in report.notes:
-            report.notes.append(note)
-    return np.ascontiguousarray(result.pixels)
-
-
-def _even(pixels: np.ndarray, pix_fmt: str, report: UpscaleReport | None) -> np.ndarray:
+def _even(pixels: np.ndarray, pix_fmt: str, report: MediaReport | None) -> np.ndarray:
     """Subsampled chroma (yuv420p) needs even sides: repeat the last row/column once."""
     components = av.VideoFormat(pix_fmt, 2, 2).components
     need_w = any(c.width < 2 for c in components)

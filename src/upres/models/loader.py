@@ -20,7 +20,7 @@ from spandrel import (
     canonicalize_state_dict,
 )
 
-from upres.errors import ModelLoadError
+from upres.errors import ModelLoadError, ModelNotFoundError, ModelUnavailableError
 from upres.models.catalog import DEFAULT_MODEL, ModelCard, get_card
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
@@ -53,7 +53,10 @@ def load_model(
             raise ValueError("denoise strength applies to a built-in model that has it")
         return LoadedModel(descriptor_from_file(path), path.stem, None, path)
     card = get_card(target)
-    weights = card.source.fetch(card)
+    try:
+        weights = card.source.fetch(card)
+    except ModelNotFoundError as error:  # known name, weights not here: not a usage error
+        raise ModelUnavailableError(str(error)) from None
     state_dict = card_weights(card, weights)
     strength = blend_strength(card, denoise_strength)
     if strength is not None and strength != 1.0:
