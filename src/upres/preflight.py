@@ -18,11 +18,10 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from upres.errors import BadInputError, OutputError, OutputExistsError
-from upres.io.paths import VIDEO_SUFFIXES
+from upres.io.paths import ANIMATION_WRITE_SUFFIXES, VIDEO_SUFFIXES
 from upres.request import WRITE_FORMATS, UpscaleRequest, check_output_size
 
 STILL, ANIMATION, VIDEO = "still", "animation", "video"
-ANIMATION_WRITE_SUFFIXES = (".gif", ".png", ".apng", ".webp")
 STILL_WRITE_SUFFIXES = tuple(f".{name}" for name in WRITE_FORMATS)
 _MULTI_FRAME_FORMATS = ("GIF", "PNG", "WEBP")
 _SIDEWAYS_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height

@@ -6,6 +6,7 @@ import os
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Results go to stdout (so --json stays parseable); progress and errors to stderr.
 out = Console(soft_wrap=True)
@@ -14,14 +15,24 @@ err = Console(stderr=True, soft_wrap=True)
 EXIT_OK = 0
 EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
+# A catalogued model whose weights are not here and could not be fetched (offline, a
+# failed download, a missing package): not the user's typing, so not EXIT_USAGE.
+EXIT_MODEL_UNAVAILABLE = 3
+
+
+def shown(text: object) -> str:
+    """Text safe to print: file names that are not UTF-8 keep their bytes as \\xNN escapes
+    instead of crashing the console, and [brackets] in names are not read as markup."""
+    raw = str(text).encode("utf-8", "surrogateescape")
+    return escape(raw.decode("utf-8", "backslashreplace"))
 
 
 def print_error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {shown(message)}", highlight=False, markup=True)
 
 
 def print_note(message: str) -> None:
-    err.print(f"[yellow]note:[/] {message}", highlight=False)
+    err.print(f"[yellow]note:[/] {shown(message)}", highlight=False)
 
 
 # -- how a loaded model runs (upscale, restore, batch) -------------------------------------

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.progress import (
@@ -18,23 +18,29 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
     COMPILE,
+    EXIT_MODEL_UNAVAILABLE,
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_USAGE,
     FAST,
     THREADS,
     apply_threads,
+    cpu_threads,
     err,
     out,
     print_error,
     print_note,
+    shown,
 )
-from upres.errors import UpresError
-from upres.io.paths import FORMAT_SUFFIX, KEPT_SUFFIXES, Job, collect_inputs, plan_jobs
-from upres.io.video import VideoOptions
+from upres.errors import ModelUnavailableError, RequestError, UpresError
+from upres.io.paths import InputFile, Job, collect_inputs, plan_jobs
+from upres.preflight import ANIMATION, VIDEO, InputInfo, inspect_input
+from upres.request import UpscaleRequest, VideoRequest
+
+if TYPE_CHECKING:  # the API pulls in torch: imported where the work starts
+    from upres.api import FileResult, ImageRunner
 
 
 def make_progress() -> Progress:
@@ -50,6 +56,15 @@ def make_progress() -> Progress:
 
 def result_row(job: Job, result: FileResult | None, error: str | None) -> dict:
     row: dict = {"input": str(job.source), "output": str(job.destination)}
+    return finished_row(row, result, error)
+
+
+def failed_row(source: Path, error: str) -> dict:
+    """An input refused by the pre-flight: it has no output."""
+    return {"input": str(source), "output": None, "status": "failed", "error": error}
+
+
+def finished_row(row: dict, result: FileResult | None, error: str | None) -> dict:
     if error is not None:
         return row | {"status": "failed", "error": error}
     assert result is not None
@@ -67,7 +82,9 @@ def result_row(job: Job, result: FileResult | None, error: str | None) -> dict:
     return row
 
 
-def run_jobs(upscaler: ImageRunner, jobs: list[Job], options: dict) -> list[dict]:
+def run_jobs(
+    upscaler: ImageRunner, jobs: list[Job], request: UpscaleRequest, kinds: dict[Path, str]
+) -> list[dict]:
     rows = []
     with make_progress() as progress:
         images = progress.add_task("images", total=len(jobs))
@@ -79,22 +96,33 @@ def run_jobs(upscaler: ImageRunner, jobs: list[Job], options: dict) -> list[dict
         for job in jobs:
             progress.update(images, description=f"images [dim]{job.source.name}[/]")
             # Videos and animations report frames, not tiles, through the same callback.
-            unit = "frames" if job.source.suffix.lower() in KEPT_SUFFIXES else "tiles"
+            unit = "frames" if kinds.get(job.source) in (VIDEO, ANIMATION) else "tiles"
             progress.reset(tiles, total=None, visible=False, description=unit)
             try:
                 result = upscaler.upscale_file(
-                    job.source, job.destination, progress=on_tile, **options
+                    job.source, job.destination, request=request, progress=on_tile
                 )
                 rows.append(result_row(job, result, None))
                 for note in result.report.notes if result.report else []:
                     progress.console.print(
-                        f"[yellow]note:[/] {job.source}: {note}", highlight=False
+                        f"[yellow]note:[/] {shown(job.source)}: {shown(note)}", highlight=False
                     )
-            except (UpresError, ValueError) as error:
-                rows.append(result_row(job, None, str(error)))
-                progress.console.print(f"[bold red]error:[/] {error}", highlight=False)
+            except (UpresError, ValueError, OSError) as error:
+                message = one_line(error, job.source)
+                rows.append(result_row(job, None, message))
+                progress.console.print(f"[bold red]error:[/] {shown(message)}", highlight=False)
             progress.advance(images)
     return rows
+
+
+def one_line(error: BaseException, source: Path) -> str:
+    """The error as one line that names the file (our typed errors already do)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, UpresError) and str(source) in text:
+        return text
+    if isinstance(error, OSError) and error.strerror:
+        text = error.strerror
+    return f"{source}: {text}"
 
 
 def print_summary(rows: list[dict], as_json: bool, model: str) -> None:
@@ -108,11 +136,12 @@ def print_summary(rows: list[dict], as_json: bool, model: str) -> None:
         if row["status"] == "done":
             width, height = row["output_size"]
             out.print(
-                f"[green]wrote[/] {row['output']}  ({width}x{height}, {row['seconds']:.1f}s)",
+                f"[green]wrote[/] {shown(row['output'])}  ({width}x{height},"
+                f" {row['seconds']:.1f}s)",
                 highlight=False,
             )
         elif row["status"] == "skipped":
-            out.print(f"[dim]skipped[/] {row['output']} (exists)", highlight=False)
+            out.print(f"[dim]skipped[/] {shown(row['output'])} (exists)", highlight=False)
     out.print(f"{counts['done']} done, {counts['skipped']} skipped, {counts['failed']} failed")
 
 
@@ -124,29 +153,52 @@ OUTPUT = typer.Option(
 TILE = typer.Option(
     None,
     "--tile",
-    help="Tile size in input pixels, or 'auto' (from free memory; env UPRES_TILE_SIZE).",
+    help="Tile size in input pixels (>= 32), 0 for one tile (no tiling), or 'auto'"
+    " (from free memory; env UPRES_TILE_SIZE).",
 )
-TILE_OVERLAP = typer.Option(32, "--tile-overlap", min=0, help="Context pixels around each tile.")
+TILE_OVERLAP = typer.Option(32, "--tile-overlap", help="Context pixels around each tile.")
 PRECISION = typer.Option("auto", "--precision", help="auto|fp32|fp16|bf16 (env UPRES_PRECISION).")
 DEVICE = typer.Option("auto", "--device", help="auto|cpu|cuda|cuda:N|mps.")
 FORMAT = typer.Option(None, "--format", help="png|jpg|webp|tiff (default: the input's own format).")
-QUALITY = typer.Option(None, "--quality", min=1, max=100, help="JPEG/WebP quality.")
+QUALITY = typer.Option(None, "--quality", help="JPEG/WebP quality, 1..100.")
 RECURSIVE = typer.Option(False, "--recursive", "-r", help="Look inside sub-folders.")
 SKIP_EXISTING = typer.Option(False, "--skip-existing", help="Leave existing outputs alone.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Replace existing outputs.")
 MAX_INPUT_SIZE = typer.Option(
     None,
     "--max-input-size",
-    min=1,
     help="Downsize inputs longer than N px on a side first (env UPRES_MAX_INPUT_SIZE).",
 )
-SHARPEN = typer.Option(0.0, "--sharpen", min=0.0, max=1.0, help="Unsharp mask amount, 0..1.")
+MAX_INPUT_PIXELS = typer.Option(
+    None,
+    "--max-input-pixels",
+    help="Refuse inputs whose header declares more pixels than this (default: no limit"
+    " beyond Pillow's decompression-bomb guard).",
+)
+MAX_OUTPUT_PIXELS = typer.Option(
+    None,
+    "--max-output-pixels",
+    help="Refuse results larger than this, before any work (default: what the memory"
+    " available holds; env UPRES_MAX_OUTPUT_PIXELS).",
+)
+SUFFIX = typer.Option(
+    None,
+    "--suffix",
+    help="Results written beside their inputs are NAME_SUFFIX.EXT (default: the scale, x4).",
+)
+ALPHA = typer.Option(
+    "model", "--alpha", help="How transparency is upscaled: model (default) or bicubic."
+)
+WIDTH = typer.Option(None, "--width", help="Exact result width in pixels (aspect kept).")
+HEIGHT = typer.Option(None, "--height", help="Exact result height in pixels (aspect kept).")
+LONG_SIDE = typer.Option(
+    None, "--long-side", help="Exact length of the result's longer side (aspect kept)."
+)
+SHARPEN = typer.Option(0.0, "--sharpen", help="Unsharp mask amount, 0..1.")
 DENOISE_STRENGTH = typer.Option(
     None,
     "--denoise-strength",
-    min=0.0,
-    max=1.0,
-    help="0 keeps noise, 1 removes most; for models that have it (realesr-general-v3-x4).",
+    help="0..1: 0 keeps noise, 1 removes most; for models that have it (realesr-general-v3-x4).",
 )
 AS_JSON = typer.Option(False, "--json", help="Print a machine-readable summary.")
 VIDEO_CODEC = typer.Option(
@@ -155,7 +207,7 @@ VIDEO_CODEC = typer.Option(
     help="Video encoder: libx264, libx265, libvpx-vp9, libsvtav1...;"
     " default libx264 (libvpx-vp9 for .webm).",
 )
-CRF = typer.Option(None, "--crf", min=0, max=63, help="Video constant quality (lower is better).")
+CRF = typer.Option(None, "--crf", help="Video constant quality, 0..63 (lower is better).")
 PRESET = typer.Option(None, "--preset", help="Video encoder preset (e.g. veryfast, slow).")
 PIX_FMT = typer.Option("yuv420p", "--pix-fmt", help="Video pixel format (yuv420p plays anywhere).")
 
@@ -168,6 +220,9 @@ class Batch:
     output: Path | None
     models: list[str] | None
     scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    long_side: int | None = None
     tile: str | None = None
     tile_overlap: int = 32
     precision: str = "auto"
@@ -178,66 +233,127 @@ class Batch:
     skip_existing: bool = False
     overwrite: bool = False
     max_input_size: int | None = None
+    max_input_pixels: int | None = None
+    max_output_pixels: int | None = None
     sharpen: float = 0.0
+    alpha: str = "model"
+    suffix: str | None = None
     denoise_strength: float | None = None
     as_json: bool = False
     fast: bool = True
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None: UPRES_THREADS or torch's default
-    video: VideoOptions = field(default_factory=VideoOptions)
+    video: VideoRequest = field(default_factory=VideoRequest)
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
-    # The NAME_TAG suffix of results written beside their inputs.
-    tag: Callable[[ImageRunner, float], str] = lambda _runner, factor: f"x{factor:g}"
+    # The NAME_TAG of results written beside their inputs when --suffix is not given;
+    # None: the scale or size asked for (x4, w1920...).
+    task_tag: str | None = None
+
+
+def build_request(batch: Batch) -> UpscaleRequest:
+    """The command's options as one validated request (the rules every surface shares)."""
+    return UpscaleRequest(
+        models=tuple(batch.models or ()),
+        scale=batch.scale,
+        width=batch.width,
+        height=batch.height,
+        long_side=batch.long_side,
+        tile=batch.tile,
+        tile_overlap=batch.tile_overlap,
+        precision=batch.precision,
+        device=batch.device,
+        format=batch.format,
+        quality=batch.quality,
+        sharpen=batch.sharpen,
+        alpha=batch.alpha,
+        denoise_strength=batch.denoise_strength,
+        max_input_size=batch.max_input_size,
+        max_input_pixels=batch.max_input_pixels,
+        max_output_pixels=batch.max_output_pixels,
+        overwrite=batch.overwrite,
+        skip_existing=batch.skip_existing,
+        suffix=batch.suffix,
+        video=batch.video,
+    )
+
+
+def inspect_all(
+    files: list[InputFile], request: UpscaleRequest
+) -> tuple[list[InputFile], dict[Path, InputInfo], list[dict]]:
+    """The header-only pre-flight of every input: the usable ones, and a row per bad one."""
+    usable, infos, rows = [], {}, []
+    for item in files:
+        try:
+            infos[item.path] = inspect_input(item.path, request.max_input_pixels)
+            usable.append(item)
+        except UpresError as error:
+            message = one_line(error, item.path)
+            rows.append(failed_row(item.path, message))
+            print_error(message)
+    return usable, infos, rows
 
 
 def run_batch(batch: Batch) -> NoReturn:
-    """Load, plan, run every file (a bad one never stops the rest), summarise, exit."""
-    if batch.format is not None and batch.format.lower() not in FORMAT_SUFFIX:
-        usage_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {batch.format!r}")
-    files, unmatched = collect_inputs(batch.inputs, batch.recursive)
-    for pattern in unmatched:
-        print_error(f"{pattern}: matched no files")
-    if not files:
-        usage_error("no input images")
+    """Check the request and every input, load, run each file (a bad one never stops the
+    rest), summarise, exit: 0 all done, 1 some inputs failed, 2 usage, 3 model unavailable."""
     try:
-        apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
-        runner = load(
-            batch.models,
-            device=batch.device,
-            precision=batch.precision,
-            tile=batch.tile,
-            tile_overlap=batch.tile_overlap,
-            denoise_strength=batch.denoise_strength,
-            fast=batch.fast,
-            compile=batch.compile,
-        )
-    except (UpresError, ValueError, RuntimeError) as error:
+        request = build_request(batch)
+        cpu_threads(batch.threads)
+    except RequestError as error:
+        usage_error(f"--{error.option.replace('_', '-')}: {error.problem}")
+    except ValueError as error:
         usage_error(str(error))
+    files, problems = collect_inputs(batch.inputs, batch.recursive)
+    for problem in problems:
+        print_error(problem)
+    if not files:
+        usage_error("no input images" if not problems else "nothing to upscale")
+    files, infos, failed_rows = inspect_all(files, request)
+    if not files:  # every input was refused: no model needs to load
+        print_summary(failed_rows, batch.as_json, ",".join(request.models) or "default")
+        raise typer.Exit(EXIT_SOME_FAILED)
+    runner = load_runner(batch, request)
     problem = batch.check(runner) if batch.check else None
     if problem:
         usage_error(problem)
-    factor = batch.scale or runner.scale
-    jobs = plan_jobs(files, batch.output, batch.format, batch.tag(runner, factor))
+    tag = request.tag(runner.scale) if request.suffix or not batch.task_tag else batch.task_tag
+    animations = frozenset(p for p, info in infos.items() if info.kind == ANIMATION)
+    jobs = plan_jobs(files, batch.output, request.format, tag, animations)
     if not batch.as_json:
         print_note(
             f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
             f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}"
         )
-    options = {
-        "scale": batch.scale,
-        "sharpen": batch.sharpen,
-        "format": batch.format,
-        "quality": batch.quality,
-        "overwrite": batch.overwrite,
-        "skip_existing": batch.skip_existing,
-        "max_input_size": batch.max_input_size,
-        "video": batch.video,
-    }
-    rows = run_jobs(runner, jobs, options)
+    kinds = {path: info.kind for path, info in infos.items()}
+    rows = failed_rows + run_jobs(runner, jobs, request, kinds)
     print_summary(rows, batch.as_json, runner.name)
-    failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
+    failed = any(row["status"] == "failed" for row in rows) or bool(problems)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def load_runner(batch: Batch, request: UpscaleRequest) -> ImageRunner:
+    """Load the model(s); a name or file that is wrong is a usage error, a catalogued model
+    that cannot be fetched has its own exit code."""
+    from upres.api import load  # torch and the models: only once there is work to do
+
+    try:
+        apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
+        return load(
+            list(request.models) or None,
+            device=request.device,
+            precision=request.precision,
+            tile=request.tile,
+            tile_overlap=request.tile_overlap,
+            denoise_strength=request.denoise_strength,
+            fast=batch.fast,
+            compile=batch.compile,
+        )
+    except ModelUnavailableError as error:
+        print_error(str(error))
+        raise typer.Exit(EXIT_MODEL_UNAVAILABLE) from None
+    except (UpresError, ValueError, RuntimeError) as error:
+        usage_error(str(error))
 
 
 def usage_error(message: str) -> NoReturn:
@@ -263,6 +379,9 @@ def register(app: typer.Typer) -> None:
             help="Any factor; default the model's own (a chain's: the product)."
             " Above it the model runs again.",
         ),
+        width: int | None = WIDTH,
+        height: int | None = HEIGHT,
+        long_side: int | None = LONG_SIDE,
         tile: str | None = TILE,
         tile_overlap: int = TILE_OVERLAP,
         precision: str = PRECISION,
@@ -273,7 +392,11 @@ def register(app: typer.Typer) -> None:
         skip_existing: bool = SKIP_EXISTING,
         overwrite: bool = OVERWRITE,
         max_input_size: int | None = MAX_INPUT_SIZE,
+        max_input_pixels: int | None = MAX_INPUT_PIXELS,
+        max_output_pixels: int | None = MAX_OUTPUT_PIXELS,
         sharpen: float = SHARPEN,
+        alpha: str = ALPHA,
+        suffix: str | None = SUFFIX,
         denoise_strength: float | None = DENOISE_STRENGTH,
         as_json: bool = AS_JSON,
         fast: bool = FAST,
@@ -291,6 +414,9 @@ def register(app: typer.Typer) -> None:
                 output,
                 model or None,
                 scale=scale,
+                width=width,
+                height=height,
+                long_side=long_side,
                 tile=tile,
                 tile_overlap=tile_overlap,
                 precision=precision,
@@ -301,12 +427,16 @@ def register(app: typer.Typer) -> None:
                 skip_existing=skip_existing,
                 overwrite=overwrite,
                 max_input_size=max_input_size,
+                max_input_pixels=max_input_pixels,
+                max_output_pixels=max_output_pixels,
                 sharpen=sharpen,
+                alpha=alpha,
+                suffix=suffix,
                 denoise_strength=denoise_strength,
                 as_json=as_json,
                 fast=fast,
                 compile=compile,
                 threads=threads,
-                video=VideoOptions(video_codec, crf, preset, pix_fmt),
+                video=VideoRequest(video_codec, crf, preset, pix_fmt),
             )
         )

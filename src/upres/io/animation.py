@@ -18,7 +18,6 @@ from upres.errors import BadInputError
 from upres.io.frames import FrameProgress, FrameUpscaler, MediaReport
 from upres.io.image import Image, atomic_write, quantise, unit_float
 
-ANIMATION_WRITE_SUFFIXES = (".gif", ".png", ".apng", ".webp")
 _ANIMATED_FORMATS = {".gif": "GIF", ".png": "PNG", ".apng": "PNG", ".webp": "WEBP"}
 _DEFAULT_DURATION_MS = 100
 
