@@ -42,12 +42,13 @@ class OutOfMemoryError(UpresError):
 
 class RequestError(UpresError, ValueError):
     """An option that cannot be honoured (a usage error): the same rule and message on
-    every surface. `option` is the request field's name (scale, tile, width...)."""
+    every surface. `option` is the request field's name (scale, tile, width...); the
+    problem reads on from it ("must be greater than 0, not 0")."""
 
     def __init__(self, option: str, problem: str) -> None:
         self.option = option
         self.problem = problem
-        super().__init__(f"{option}: {problem}")
+        super().__init__(f"{option} {problem}")
 
 
 class OutputError(UpresError):

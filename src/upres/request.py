@@ -83,7 +83,8 @@ class UpscaleRequest:
         if len(given) > 1:
             raise RequestError(
                 given[1],
-                f"give one of scale, width, height or long_side, not {' and '.join(given)}",
+                f"cannot be combined with {given[0]}: give one of scale, width, height"
+                " or long_side",
             )
         set_(self, "tile", parse_tile(self.tile))
         set_(self, "tile_overlap", _int_range("tile_overlap", self.tile_overlap, 0, MAX_OVERLAP))
@@ -100,7 +101,7 @@ class UpscaleRequest:
         for name in ("max_input_size", "max_input_pixels", "max_output_pixels"):
             set_(self, name, _positive_int(name, getattr(self, name), ""))
         if self.overwrite and self.skip_existing:
-            raise RequestError("overwrite", "give overwrite or skip_existing, not both")
+            raise RequestError("overwrite", "cannot be combined with skip_existing")
         set_(self, "suffix", _suffix(self.suffix))
         set_(self, "video", _video(self.video))
 

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn
 
 import typer
 from rich.progress import (
@@ -18,6 +18,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
     COMPILE,
     EXIT_MODEL_UNAVAILABLE,
@@ -38,9 +39,6 @@ from upres.errors import ModelUnavailableError, RequestError, UpresError
 from upres.io.paths import InputFile, Job, collect_inputs, plan_jobs
 from upres.preflight import ANIMATION, VIDEO, InputInfo, inspect_input
 from upres.request import UpscaleRequest, VideoRequest
-
-if TYPE_CHECKING:  # the API pulls in torch: imported where the work starts
-    from upres.api import FileResult, ImageRunner
 
 
 def make_progress() -> Progress:
@@ -301,7 +299,7 @@ def run_batch(batch: Batch) -> NoReturn:
         request = build_request(batch)
         cpu_threads(batch.threads)
     except RequestError as error:
-        usage_error(f"--{error.option.replace('_', '-')}: {error.problem}")
+        usage_error(f"{cli_option(error.option)} {error.problem}")
     except ValueError as error:
         usage_error(str(error))
     files, problems = collect_inputs(batch.inputs, batch.recursive)
@@ -335,8 +333,6 @@ def run_batch(batch: Batch) -> NoReturn:
 def load_runner(batch: Batch, request: UpscaleRequest) -> ImageRunner:
     """Load the model(s); a name or file that is wrong is a usage error, a catalogued model
     that cannot be fetched has its own exit code."""
-    from upres.api import load  # torch and the models: only once there is work to do
-
     try:
         apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
         return load(
@@ -354,6 +350,12 @@ def load_runner(batch: Batch, request: UpscaleRequest) -> ImageRunner:
         raise typer.Exit(EXIT_MODEL_UNAVAILABLE) from None
     except (UpresError, ValueError, RuntimeError) as error:
         usage_error(str(error))
+
+
+def cli_option(name: str) -> str:
+    """A request field's name as the command line spells it (long_side -> --long-side);
+    a problem naming another field (`cannot be combined with scale`) reads the same."""
+    return f"--{name.replace('_', '-')}" if name.islower() else name
 
 
 def usage_error(message: str) -> NoReturn:

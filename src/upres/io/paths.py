@@ -101,6 +101,8 @@ def output_suffix(source: Path, format: str | None, animated: bool = False) -> s
         if not animated or wanted in ANIMATION_WRITE_SUFFIXES:
             return wanted
     suffix = source.suffix.lower()
+    if suffix in ANIMATION_SUFFIXES and not animated:
+        return ".png"  # a one-frame GIF is a still image: PNG keeps it losslessly
     return suffix if suffix in IMAGE_SUFFIXES + KEPT_SUFFIXES else ".png"
 
 
