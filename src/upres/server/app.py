@@ -163,15 +163,22 @@ def options_form(
     model: Annotated[
         str | None, Form(description="A built-in model name; default: chosen by `detail`")
     ] = None,
-    scale: Annotated[float | None, Form(ge=1.0, description="Default: the model's")] = None,
-    sharpen: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+    scale: Annotated[float | None, Form(description="Default: the model's")] = None,
+    sharpen: Annotated[float, Form(description="Unsharp mask amount, 0..1")] = 0.0,
     format: Annotated[OutputFormat, Form()] = "png",
-    quality: Annotated[int | None, Form(ge=1, le=100, description="JPEG/WebP")] = None,
+    quality: Annotated[int | None, Form(description="JPEG/WebP, 1..100")] = None,
     detail: Annotated[
         bool,
         Form(description="Detail reconstruction: on = restoration model, off = faithful model"),
     ] = True,
+    width: Annotated[int | None, Form(description="Exact result width (aspect kept)")] = None,
+    height: Annotated[int | None, Form(description="Exact result height (aspect kept)")] = None,
+    long_side: Annotated[
+        int | None, Form(description="Exact length of the result's longer side")
+    ] = None,
+    alpha: Annotated[str, Form(description="model or bicubic: how alpha is upscaled")] = "model",
 ) -> Options:
+    # The ranges are the request's (upres.request), checked at intake with its messages.
     return Options(
         model=model or None,
         scale=scale,
@@ -179,6 +186,10 @@ def options_form(
         format=format,
         quality=quality,
         detail=detail,
+        width=width,
+        height=height,
+        long_side=long_side,
+        alpha=alpha,
     )
 
 

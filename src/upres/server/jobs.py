@@ -77,6 +77,8 @@ class JobSpec(BaseModel):
     notes: list[str] = []
     # Chosen by role (not by name): used instead if `model` cannot be loaded here.
     fallback_model: str | None = None
+    exact: bool = False  # width/height/long_side asked: planned_size is the result's size
+    alpha: str = "model"
 
 
 @dataclass

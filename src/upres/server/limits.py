@@ -7,8 +7,11 @@ without parsing prose.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import math
+import os
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -37,7 +40,38 @@ class ServiceError(Exception):
         body: dict = {"error": self.error}
         if self.limit is not None:
             body |= {"limit": self.limit, "value": self.value}
-        return body | {"detail": self.detail} | self.extra
+        return scrubbed(body | {"detail": self.detail} | self.extra)
+
+
+# An absolute path of two or more parts (POSIX or Windows); not the path part of a URL.
+_PATH = re.compile(r"(?<![\w:/.\\])(?:[A-Za-z]:)?(?:[\\/][^\s\\/'\"]+){2,}[\\/]?")
+
+
+_OWN_ROUTES = ("/v1/", "/healthz", "/metrics")
+
+
+def without_paths(text: str) -> str:
+    """A sentence with every filesystem path cut to its last part: the server's folders,
+    cache and user names are nobody else's business."""
+
+    def last_part(match: re.Match[str]) -> str:
+        path = match.group(0)
+        if path.startswith(_OWN_ROUTES):  # the service's own routes are not files
+            return path
+        return re.split(r"[\\/]", path.rstrip("\\/"))[-1]
+
+    return _PATH.sub(last_part, text)
+
+
+def scrubbed(value: object) -> object:
+    """`without_paths` applied to every string in an answer (dicts and lists walked)."""
+    if isinstance(value, str):
+        return without_paths(value)
+    if isinstance(value, dict):
+        return {key: scrubbed(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrubbed(item) for item in value]
+    return value
 
 
 def limit_error(
@@ -133,13 +167,33 @@ def bad_image(error: BadInputError) -> ServiceError:
     return ServiceError(400, "bad_image", str(error))
 
 
+BODY_TIMEOUT_ENV = "UPRES_SERVE_BODY_TIMEOUT"
+DEFAULT_BODY_TIMEOUT = 30.0  # seconds between two parts of a request body
+
+
+def body_read_timeout() -> float:
+    value = os.environ.get(BODY_TIMEOUT_ENV, "").strip()
+    try:
+        return float(value) if value else DEFAULT_BODY_TIMEOUT
+    except ValueError:
+        return DEFAULT_BODY_TIMEOUT
+
+
 class BodyLimitMiddleware:
     """Stops reading an upload as soon as it is over the limit, before it is all spooled."""
 
-    def __init__(self, app: ASGIApp, limit: int, max_upload_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limit: int,
+        max_upload_bytes: int,
+        body_timeout: float | None = None,
+    ) -> None:
         self.app = app
         self.limit = limit
         self.max_upload_bytes = max_upload_bytes
+        # A client that declares more than it sends must not hold a connection for ever.
+        self.body_timeout = body_timeout if body_timeout is not None else body_read_timeout()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -151,14 +205,23 @@ class BodyLimitMiddleware:
             return
         received = 0
         over = False
+        stalled = False
+        body_done = False
         replied = False
 
         async def counted() -> dict:
-            nonlocal received, over
+            nonlocal received, over, stalled, body_done
             if over:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            if body_done:  # later reads only wait for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except TimeoutError:
+                over = stalled = True
+                return {"type": "http.disconnect"}
             received += len(message.get("body", b""))
+            body_done = message["type"] != "http.request" or not message.get("more_body")
             if received > self.limit:
                 over = True
                 return {"type": "http.disconnect"}
@@ -168,9 +231,9 @@ class BodyLimitMiddleware:
             nonlocal replied
             if not over:
                 await send(message)
-            elif not replied:  # whatever the app says about a cut body, the answer is 413
+            elif not replied:  # whatever the app says about a cut body, the answer is ours
                 replied = True
-                await self._refuse(send)
+                await self._refuse(send, stalled)
 
         try:
             await self.app(scope, counted, guarded)
@@ -178,17 +241,28 @@ class BodyLimitMiddleware:
             if not over:
                 raise
         if over and not replied:
-            await self._refuse(send)
+            await self._refuse(send, stalled)
 
-    async def _refuse(self, send: Send) -> None:
-        error = limit_error(
-            413,
-            "upload_too_large",
-            "max_upload_bytes",
-            self.max_upload_bytes,
-            f"the upload is larger than the limit of {self.max_upload_bytes:,} bytes",
+    async def _refuse(self, send: Send, stalled: bool = False) -> None:
+        if stalled:
+            error = limit_error(
+                408,
+                "body_timeout",
+                "body_read_timeout",
+                self.body_timeout,
+                f"the request body did not arrive within {self.body_timeout:g} s",
+            )
+        else:
+            error = limit_error(
+                413,
+                "upload_too_large",
+                "max_upload_bytes",
+                self.max_upload_bytes,
+                f"the upload is larger than the limit of {self.max_upload_bytes:,} bytes",
+            )
+        response = JSONResponse(
+            error.body(), status_code=error.status, headers={"Connection": "close"}
         )
-        response = JSONResponse(error.body(), status_code=413, headers={"Connection": "close"})
         await response({"type": "http"}, _no_receive, send)
 
 

@@ -16,6 +16,10 @@ class Options(BaseModel):
     format: str
     quality: int | None
     detail: bool
+    width: int | None = None
+    height: int | None = None
+    long_side: int | None = None
+    alpha: str = "model"
 
 
 class ProgressBody(BaseModel):

@@ -16,8 +16,9 @@ from pathlib import Path
 from fastapi import Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from upres.errors import BadInputError
+from upres.errors import BadInputError, RequestError
 from upres.io.image import Image, decode_bytes
+from upres.request import UpscaleRequest
 from upres.server import limits
 from upres.server.config import ServeConfig
 from upres.server.jobs import (
@@ -154,8 +155,8 @@ class Service:
                 stage=stage, done=done, total=total, fraction=done / total if total else 0.0
             ),
             queue_position=self.store.position(record) if status == QUEUED else None,
-            notes=record.notes,
-            error=record.error,
+            notes=[limits.without_paths(note) for note in record.notes],
+            error=limits.scrubbed(record.error),
             created_at=timestamp(record.created_at),
             started_at=timestamp(record.started_at),
             finished_at=timestamp(record.finished_at),
@@ -194,22 +195,24 @@ def checked_image(data: bytes, name: str, config: ServeConfig, *, sync: bool) ->
 
 def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, sync: bool) -> JobSpec:
     """Refuse what breaks a limit or is not an image; return the job to run."""
+    request = checked_request(options, config)  # the same rules as the CLI and the API
     choice = choose(options.model, options.detail, options.scale, config)
     image = checked_image(data, name, config, sync=sync)
-    scale = options.scale or float(choice.card.scale)
+    size = (image.width, image.height)  # after EXIF rotation
+    model_input, output = limits.planned_output(size, 1.0, config.max_input_size)
+    output = request.output_size(*model_input, choice.card.scale)
+    scale = request.scale or max(output[0] / model_input[0], output[1] / model_input[1])
     if scale > config.max_scale:
         raise limits.limit_error(
             422, "scale_too_large", "max_scale", config.max_scale, f"scale {scale:g} is too large"
         )
-    size = (image.width, image.height)  # after EXIF rotation
-    _, output = limits.planned_output(size, scale, config.max_input_size)
     limits.check_output_pixels(output, scale, config)
     return JobSpec(
         model=choice.card.name,
-        scale=scale,
-        sharpen=options.sharpen,
+        scale=round(scale, 6),
+        sharpen=request.sharpen,
         format="jpg" if options.format == "jpeg" else options.format,
-        quality=options.quality,
+        quality=request.quality,
         detail=options.detail,
         max_input_size=config.max_input_size,
         input_name=name,
@@ -217,7 +220,29 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
         planned_size=output,
         notes=choice.notes,
         fallback_model=None if options.model else restoration(config).name,
+        exact=request.exact_size,
+        alpha=request.alpha,
     )
+
+
+def checked_request(options: Options, config: ServeConfig) -> UpscaleRequest:
+    """The form's options as an UpscaleRequest; a broken rule is a 422 naming the field."""
+    try:
+        return UpscaleRequest(
+            scale=options.scale,
+            width=options.width,
+            height=options.height,
+            long_side=options.long_side,
+            sharpen=options.sharpen,
+            alpha=options.alpha,
+            quality=options.quality,
+            max_output_pixels=config.max_output_pixels,
+        )
+    except RequestError as error:
+        problem = {"field": error.option, "problem": error.problem}
+        raise ServiceError(
+            422, "invalid_option", str(error), extra={"problems": [problem]}
+        ) from None
 
 
 async def accept(

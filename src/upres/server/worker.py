@@ -246,9 +246,12 @@ class WorkerPool:
         self._set(job.id, stage="upscaling")
         result, report = upscaler.upscale_image(
             image,
-            scale=spec.scale,
+            scale=None if spec.exact else spec.scale,
+            size=tuple(spec.planned_size) if spec.exact else None,
             sharpen=spec.sharpen,
+            alpha=spec.alpha,
             max_input_size=spec.max_input_size or None,
+            max_output_pixels=self.config.max_output_pixels,
             progress=self._progress_callback(job.id),
         )
         self._set(job.id, stage="encoding")
