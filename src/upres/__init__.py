@@ -14,10 +14,15 @@ from upres.errors import (
     BadInputError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelUnavailableError,
     OutOfMemoryError,
+    OutputError,
     OutputExistsError,
+    OutputTooLargeError,
+    RequestError,
     UpresError,
 )
+from upres.request import UpscaleRequest
 
 try:
     __version__ = version("upres")
@@ -28,10 +33,15 @@ __all__ = [
     "BadInputError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ModelUnavailableError",
     "OutOfMemoryError",
+    "OutputError",
     "OutputExistsError",
+    "OutputTooLargeError",
     "Pipeline",
+    "RequestError",
     "UpresError",
+    "UpscaleRequest",
     "Upscaler",
     "__version__",
     "load",

@@ -21,8 +21,8 @@ from upres.cli.common import (
     out,
     print_error,
 )
-from upres.errors import UpresError
-from upres.io.paths import FORMAT_SUFFIX
+from upres.errors import RequestError, UpresError
+from upres.request import UpscaleRequest
 
 
 def register(app: typer.Typer) -> None:
@@ -57,8 +57,18 @@ def batch(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Upscale every image under SRC into DST, skipping what an earlier run finished."""
-    if format is not None and format.lower() not in FORMAT_SUFFIX:
-        usage_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {format!r}")
+    try:  # the same rules and messages as `upres upscale`, before any item is read
+        request = UpscaleRequest(
+            models=tuple(model or ()),
+            scale=scale,
+            format=format,
+            quality=quality,
+            device=device,
+            precision=precision,
+            tile=tile,
+        )
+    except RequestError as error:
+        usage_error(f"--{error.option.replace('_', '-')} {error.problem}")
     if engine not in ENGINES:
         usage_error(f"--engine must be local or ray, not {engine!r}")
     try:
@@ -66,16 +76,16 @@ def batch(
     except ValueError as error:
         usage_error(str(error))
     spec = RunnerSpec(
-        tuple(model) if model else None,
-        device,
-        precision,
-        _tile(tile),
+        request.models or None,
+        request.device,
+        request.precision,
+        request.tile,
         denoise_strength=None,
         fast=fast,
         compile=compile,
         threads=threads,  # set where the model loads: here, or in each Ray actor
     )
-    options = ItemOptions(scale=scale, format=format, quality=quality)
+    options = ItemOptions(scale=request.scale, format=request.format, quality=request.quality)
     ray_options = _ray_options(engine, workers, gpus_per_worker, cpus_per_worker, address)
     try:
         summary = _run_with_progress(src, dst, spec, options, engine, ray_options, retry_failed)
@@ -83,10 +93,6 @@ def batch(
         usage_error(str(error))
     _print_summary(summary, as_json)
     raise typer.Exit(EXIT_SOME_FAILED if summary.failed else EXIT_OK)
-
-
-def _tile(tile: str | None) -> str | int | None:
-    return int(tile) if tile and tile.isdigit() else tile
 
 
 def _ray_options(engine: str, workers: int, gpus: float, cpus: float, address: str | None) -> Any:
