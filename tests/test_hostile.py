@@ -7,6 +7,7 @@ the unreadable file and the read-only folder to mean what they mean to a user.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -168,6 +169,9 @@ def test_the_corpus_through_the_service(tmp_path: Path) -> None:
             assert answer.status_code < 500, (path.name, answer.status_code, answer.text)
             if path in corpus.valid:
                 assert answer.status_code == 200, (path.name, answer.text)
+                if path.name.startswith("animated"):  # never silently one frame
+                    with PILImage.open(io.BytesIO(answer.content)) as result:
+                        assert result.n_frames > 1, path.name
             else:
                 assert 400 <= answer.status_code < 500, path.name
                 body = answer.json()

@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image as PILImage
+from PIL import ImageSequence
 
 from server_support import fast_config, live_server, png_bytes
 from upres.errors import RequestError
@@ -95,3 +96,53 @@ def test_a_body_that_never_arrives_is_cut_off(
         waited = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
     assert waited < 10
+
+
+def animated(format: str, frames: int = 3, size: int = 12) -> bytes:
+    rng = np.random.default_rng(1)
+    images = [
+        PILImage.fromarray(rng.integers(0, 256, (size, size, 3), np.uint8)) for _ in range(frames)
+    ]
+    buffer = io.BytesIO()
+    images[0].save(
+        buffer, format, save_all=True, append_images=images[1:], duration=[70, 80, 90], loop=0
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("format", "media_type"),
+    [("GIF", "image/gif"), ("WEBP", "image/webp"), ("PNG", "image/png")],
+)
+def test_an_animation_comes_back_animated_in_its_own_format(
+    client: httpx.Client, format: str, media_type: str
+) -> None:
+    upload = {"file": (f"a.{format.lower()}", animated(format))}
+    answer = client.post("/v1/upscale", files=upload, data={"format": "jpg"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == media_type
+    with PILImage.open(io.BytesIO(answer.content)) as result:
+        assert result.format == format and result.size == (48, 48)
+        assert result.n_frames == 3
+        durations = []
+        for frame in ImageSequence.Iterator(result):
+            frame.load()  # WebP reports a frame's duration once it is decoded
+            durations.append(frame.info.get("duration"))
+        assert durations == [70, 80, 90]
+
+
+def test_a_video_gets_a_415_that_says_why(client: httpx.Client, tmp_path: Path) -> None:
+    import av
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=12)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for _ in range(3):
+            frame = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    answer = client.post("/v1/upscale", files={"file": ("clip.mp4", path.read_bytes())})
+    assert answer.status_code == 415
+    assert answer.json()["error"] == "video_not_accepted"
+    assert "upres upscale" in answer.json()["detail"]

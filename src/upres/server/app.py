@@ -57,6 +57,7 @@ MEDIA_TYPES = {
     "webp": "image/webp",
     "tif": "image/tiff",
     "bmp": "image/bmp",
+    "gif": "image/gif",
 }
 OutputFormat = Literal["png", "jpg", "jpeg", "webp", "tiff", "bmp"]
 # Multipart framing and the option fields ride on top of the file itself.

@@ -77,8 +77,10 @@ class JobSpec(BaseModel):
     notes: list[str] = []
     # Chosen by role (not by name): used instead if `model` cannot be loaded here.
     fallback_model: str | None = None
-    exact: bool = False  # width/height/long_side asked: planned_size is the result's size
+    # "width", "height" or "long_side" when an exact size was asked: planned_size is it.
+    exact: str = ""
     alpha: str = "model"
+    animation: str | None = None  # gif/webp/png: an animated upload, answered in kind
 
 
 @dataclass

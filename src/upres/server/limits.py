@@ -110,6 +110,43 @@ def header_size(data: bytes, name: str) -> tuple[int, int]:
         raise ServiceError(400, "bad_image", f"{name}: corrupt image header ({exc})") from None
 
 
+# Container signatures of the videos `upres upscale` takes: the service does not.
+_VIDEO_MAGIC = ((4, b"ftyp"), (0, b"\x1a\x45\xdf\xa3"), (8, b"AVI "))
+# Animated formats the service gives back in their own format: PIL name -> result suffix.
+ANIMATED_RESULT = {"GIF": "gif", "WEBP": "webp", "PNG": "png"}
+MAX_FRAMES = 1000
+
+
+def refuse_video(data: bytes, name: str) -> None:
+    """A 415 that says why, instead of "not an image", for a video upload."""
+    if any(data[offset : offset + len(magic)] == magic for offset, magic in _VIDEO_MAGIC):
+        raise ServiceError(
+            415,
+            "video_not_accepted",
+            f"{name}: a video; the service upscales still and animated images (GIF, WebP,"
+            " PNG). Videos: `upres upscale clip.mp4 -o big.mp4` on the command line",
+        )
+
+
+def animation_format(data: bytes, name: str) -> str | None:
+    """The result suffix of an animated upload (gif, webp, png), or None for a still."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)
+            with PILImage.open(io.BytesIO(data)) as pil:
+                if pil.format not in ANIMATED_RESULT:
+                    return None
+                frames = int(getattr(pil, "n_frames", 1))
+                result = ANIMATED_RESULT[pil.format]
+    except (OSError, SyntaxError, ValueError, EOFError, PILImage.DecompressionBombError):
+        return None  # the still-image checks say what is wrong with it
+    if frames > MAX_FRAMES:
+        raise limit_error(
+            413, "too_many_frames", "max_frames", MAX_FRAMES, f"{name} has {frames} frames"
+        )
+    return result if frames > 1 else None
+
+
 def unsupported_format(name: str) -> ServiceError:
     return ServiceError(
         415,

@@ -178,6 +178,7 @@ def service_of(request: Request) -> Service:
 def checked_image(data: bytes, name: str, config: ServeConfig, *, sync: bool) -> Image:
     """The decoded upload, after the limits that need only its size and its header."""
     limits.check_upload_size(len(data), config)
+    limits.refuse_video(data, name)
     size = limits.header_size(data, name)
     limits.check_input_pixels(size, config.max_input_pixels, "max_input_pixels")
     if sync:
@@ -207,11 +208,12 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
             422, "scale_too_large", "max_scale", config.max_scale, f"scale {scale:g} is too large"
         )
     limits.check_output_pixels(output, scale, config)
+    animation = limits.animation_format(data, name)
     return JobSpec(
         model=choice.card.name,
         scale=round(scale, 6),
         sharpen=request.sharpen,
-        format="jpg" if options.format == "jpeg" else options.format,
+        format=animation or ("jpg" if options.format == "jpeg" else options.format),
         quality=request.quality,
         detail=options.detail,
         max_input_size=config.max_input_size,
@@ -220,9 +222,17 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
         planned_size=output,
         notes=choice.notes,
         fallback_model=None if options.model else restoration(config).name,
-        exact=request.exact_size,
+        exact=exact_dimension(request),
         alpha=request.alpha,
+        animation=animation,
     )
+
+
+def exact_dimension(request: UpscaleRequest) -> str:
+    for name in ("width", "height", "long_side"):
+        if getattr(request, name):
+            return name
+    return ""
 
 
 def checked_request(options: Options, config: ServeConfig) -> UpscaleRequest:

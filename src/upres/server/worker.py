@@ -15,10 +15,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from upres.api import Upscaler, load
+from upres.api import Upscaler, UpscaleReport, load
 from upres.engine.plan import resolve_device
 from upres.errors import BadInputError, OutOfMemoryError, UpresError
 from upres.io.image import atomic_write, decode_bytes, encode_bytes
+from upres.request import UpscaleRequest
 from upres.server.config import ServeConfig
 from upres.server.jobs import CANCELLED, DONE, FAILED, JobRecord, JobStore
 
@@ -238,9 +239,8 @@ class WorkerPool:
             note = f"{spec.model} could not be loaded here ({error}); used {spec.fallback_model}"
             return self.models.get(spec.fallback_model), [note]
 
-    def _execute(self, job: JobRecord) -> str:
+    def _still(self, job: JobRecord, upscaler: Upscaler) -> UpscaleReport:
         spec = job.spec
-        upscaler, notes = self._model_for(job)
         data = self.store.input_path(job.id).read_bytes()
         image = decode_bytes(data, spec.input_name, max_pixels=self.config.max_input_pixels)
         self._set(job.id, stage="upscaling")
@@ -256,8 +256,41 @@ class WorkerPool:
         )
         self._set(job.id, stage="encoding")
         encoded = encode_bytes(result, spec.format, spec.quality)
-        ext = SUFFIX[spec.format]
-        atomic_write(self.store.results / f"{job.id}.{ext}", encoded)
+        atomic_write(self.store.results / f"{job.id}.{SUFFIX[spec.format]}", encoded)
+        return report
+
+    def _animation(self, job: JobRecord, upscaler: Upscaler) -> UpscaleReport:
+        """Every frame upscaled, written back in the upload's own animated format."""
+        spec = job.spec
+        width, height = spec.planned_size
+        size = {"width": width, "height": height, "long_side": max(width, height)}
+        self._set(job.id, stage="upscaling")
+        done = upscaler.upscale_file(
+            self.store.input_path(job.id),
+            self.store.results / f"{job.id}.{spec.animation}",
+            request=UpscaleRequest(
+                scale=None if spec.exact else spec.scale,
+                **({spec.exact: size[spec.exact]} if spec.exact else {}),
+                sharpen=spec.sharpen,
+                alpha=spec.alpha,
+                quality=spec.quality,
+                max_input_size=spec.max_input_size or None,
+                max_input_pixels=self.config.max_input_pixels,
+                max_output_pixels=self.config.max_output_pixels,
+                overwrite=True,
+            ),
+            progress=self._progress_callback(job.id),
+        )
+        assert done.report is not None
+        return done.report
+
+    def _execute(self, job: JobRecord) -> str:
+        spec = job.spec
+        upscaler, notes = self._model_for(job)
+        if spec.animation:
+            ext, report = spec.animation, self._animation(job, upscaler)
+        else:
+            ext, report = SUFFIX[spec.format], self._still(job, upscaler)
         finished = self.store.finish(
             job.id,
             DONE,
