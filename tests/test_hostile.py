@@ -177,3 +177,32 @@ def test_the_corpus_through_the_service(tmp_path: Path) -> None:
                 body = answer.json()
                 assert body["error"] and body["detail"]
                 assert str(tmp_path) not in answer.text and "/tmp/" not in answer.text
+
+
+def read_only_mount_works() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not read_only_mount_works(), reason="needs root and mount namespaces")
+def test_a_read_only_filesystem_is_one_line_before_the_upscale(
+    tmp_path: Path, compact_checkpoint: Path
+) -> None:
+    """The issue's case exactly: EROFS (errno 30), not a permission bit."""
+    folder = tmp_path / "mounted"
+    folder.mkdir()
+    PILImage.new("RGB", (12, 10), (200, 30, 30)).save(folder / "in.png")
+    script = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && shift && exec "$@"'
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script, "sh", str(folder), sys.executable, "-m", "upres",
+         "upscale", str(folder / "in.png"), "-m", str(compact_checkpoint)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Read-only file system" in errors[0], result.stderr
+    assert "in_x2.png" in errors[0] and "Traceback" not in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["in.png"]

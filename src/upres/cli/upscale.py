@@ -105,7 +105,7 @@ def run_jobs(
                     progress.console.print(
                         f"[yellow]note:[/] {shown(job.source)}: {shown(note)}", highlight=False
                     )
-            except (UpresError, ValueError, OSError) as error:
+            except Exception as error:  # one input's failure, whatever it is, stops only it
                 message = one_line(error, job.source)
                 rows.append(result_row(job, None, message))
                 progress.console.print(f"[bold red]error:[/] {shown(message)}", highlight=False)
@@ -120,6 +120,8 @@ def one_line(error: BaseException, source: Path) -> str:
         return text
     if isinstance(error, OSError) and error.strerror:
         text = error.strerror
+    elif not isinstance(error, UpresError | ValueError | OSError):  # not ours: say what it is
+        text = f"{type(error).__name__}: {text}"
     return f"{source}: {text}"
 
 
@@ -285,7 +287,7 @@ def inspect_all(
         try:
             infos[item.path] = inspect_input(item.path, request.max_input_pixels)
             usable.append(item)
-        except UpresError as error:
+        except Exception as error:  # also a header no reader expected
             message = one_line(error, item.path)
             rows.append(failed_row(item.path, message))
             print_error(message)
