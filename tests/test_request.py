@@ -331,3 +331,23 @@ def test_io_imports_nothing_above_it() -> None:
 def test_typed_errors_share_one_base() -> None:
     for error in (RequestError, OutputError, OutputTooLargeError, ModelUnavailableError):
         assert issubclass(error, UpresError)
+
+
+def test_a_chain_makes_the_exact_size_too(compact_checkpoint: Path) -> None:
+    chain = upres.load([compact_checkpoint, compact_checkpoint], device="cpu")
+    image = PILImage.fromarray(np.random.default_rng(2).integers(0, 256, (14, 20, 3), np.uint8))
+    assert chain(image, width=70).size == (70, 49)  # x4 chain, then one resize to 3.5x
+    with pytest.raises(OutputTooLargeError):
+        chain(image, scale=100, max_output_pixels=10_000)
+
+
+def test_batch_checks_its_options_the_same_way(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    for args, message in (
+        (("--scale", "0"), "--scale must be greater than 0, not 0"),
+        (("--tile", "1"), "--tile must be 0 (no tiling), 'auto' or at least 32 pixels"),
+        (("--format", "gif"), "--format must be one of png, jpg, webp, tiff, bmp"),
+    ):
+        result = cli("batch", tmp_path / "in", tmp_path / "out", *args)
+        assert result.exit_code == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()
