@@ -17,7 +17,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
-from upres.errors import BadInputError, OutputError, OutputExistsError
+from upres.errors import BadInputError, OutputError, OutputExistsError, RequestError
 from upres.io.paths import ANIMATION_WRITE_SUFFIXES, VIDEO_SUFFIXES
 from upres.request import WRITE_FORMATS, UpscaleRequest, check_output_size
 
@@ -179,6 +179,18 @@ def _check_writable(destination: Path) -> None:
         probe.unlink()
 
 
+def check_video_codec(codec: str | None) -> None:
+    """An encoder name FFmpeg does not have is a usage error, found before any frame."""
+    if codec is None:
+        return
+    import av
+
+    try:
+        av.codec.Codec(codec, "w")
+    except (av.FFmpegError, ValueError, KeyError):
+        raise RequestError("video_codec", f"is not an encoder this FFmpeg has: {codec!r}") from None
+
+
 def check_input(
     source: str | Path,
     destination: str | Path,
@@ -187,6 +199,8 @@ def check_input(
 ) -> Checked:
     """Every check of one input and its destination, from headers only."""
     info = inspect_input(source, request.max_input_pixels)
+    if info.kind == VIDEO:
+        check_video_codec(request.video.codec)
     skip = check_destination(info, destination, request)
     output = request.planned_size(info.width, info.height, model_scale)
     if not skip:

@@ -27,8 +27,8 @@ SMALLEST_TILE = 32
 NO_TILING = 0
 MAX_OVERLAP = 512
 MAX_OUTPUT_ENV = "UPRES_MAX_OUTPUT_PIXELS"
-# Host bytes a result pixel costs at its peak: the final array, the float band being
-# blended, the resized copy and the encoder's buffer (measured peak ~9-12 B for RGB x4).
+# Host bytes a result pixel is budgeted at its peak, a cautious sum: the RGB result (3 B,
+# 6 B at 16 bits), a float32 copy for the resize or sharpening (12 B), the alpha plane.
 BYTES_PER_OUTPUT_PIXEL = 16
 
 
