@@ -206,11 +206,7 @@ class ImageRunner:
             written = write_image(
                 result, destination, format=request.format, quality=request.quality, consume=True
             )
-        except PermissionError as error:
-            raise OutputError(destination, f"cannot write ({error.strerror})") from None
-        except OSError as error:
-            if isinstance(error, BadInputError | FileNotFoundError):
-                raise
+        except OSError as error:  # reading failures are BadInputError already: this is the write
             raise OutputError(destination, f"cannot write ({error.strerror or error})") from None
         return FileResult(source, written, "done", time.perf_counter() - started, report)
 
