@@ -351,3 +351,32 @@ def test_batch_checks_its_options_the_same_way(tmp_path: Path) -> None:
         result = cli("batch", tmp_path / "in", tmp_path / "out", *args)
         assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_folders_and_globs_take_stills_animations_and_videos(
+    tmp_path: Path, compact_checkpoint: Path
+) -> None:
+    import av
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    frames = [PILImage.fromarray(rng.integers(0, 256, (10, 12, 3), np.uint8)) for _ in range(3)]
+    frames[0].save(folder / "still.png")
+    frames[0].save(folder / "moving.gif", save_all=True, append_images=frames[1:], duration=90)
+    with av.open(str(folder / "clip.mp4"), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        for _ in range(4):
+            frame = rng.integers(0, 256, (16, 16, 3), np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode(None))
+    out = tmp_path / "out"
+    result = cli("upscale", folder, "-o", out, "-m", compact_checkpoint, "--format", "jpg")
+    assert result.exit_code == 0, result.stderr
+    assert PILImage.open(out / "still.jpg").size == (24, 20)
+    with PILImage.open(out / "moving.gif") as moving:  # --format cannot flatten it
+        assert moving.n_frames == 3 and moving.size == (24, 20)
+    with av.open(str(out / "clip.mp4")) as clip:
+        assert clip.streams.video[0].codec_context.width == 32
+        assert sum(1 for _ in clip.decode(video=0)) == 4
