@@ -411,7 +411,12 @@ def register(app: typer.Typer) -> None:
         preset: str | None = PRESET,
         pix_fmt: str = PIX_FMT,
     ) -> None:
-        """Upscale images, videos and animations with a super-resolution model (or a chain)."""
+        """Upscale images, videos and animations with a super-resolution model (or a chain).
+
+        Exit status: 0 all done; 1 some inputs failed, each named on one line;
+
+        2 a usage error; 3 the model is known but not available here.
+        """
         run_batch(
             Batch(
                 inputs,
