@@ -7,6 +7,7 @@ the unreadable file and the read-only folder to mean what they mean to a user.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -29,12 +30,23 @@ SRC = Path(upres.__file__).resolve().parents[1]
 NOBODY = 65534
 
 
+@functools.cache
 def as_user() -> list[str]:
-    """The command prefix that runs as an ordinary user, when we are root."""
+    """The command prefix that runs as an ordinary user, when we are root and that user
+    can read this checkout and the Python in use (a checkout under /root is not)."""
     if os.geteuid() != 0:
         return []
     setpriv = shutil.which("setpriv")
-    return [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"] if setpriv else []
+    if not setpriv:
+        return []
+    prefix = [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    tests = Path(__file__).parent
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", f"import sys; sys.path.insert(0, {str(tests)!r});"
+         " import upres, hostile_corpus"],
+        capture_output=True, cwd="/", env={"PYTHONPATH": str(SRC), "HOME": "/tmp"},
+    )  # fmt: skip
+    return prefix if probe.returncode == 0 else []
 
 
 def permissions_bind() -> bool:
@@ -58,9 +70,10 @@ def workspace(compact_checkpoint: Path) -> Iterator[Path]:
 def built(root: Path) -> Corpus:
     corpus = build(root)
     corpus.root.chmod(0o777)  # results are written beside the inputs
-    if not permissions_bind():  # root without setpriv: these two would simply work
+    if not permissions_bind():  # root, and no ordinary user to run as: these simply work
         corpus.bad.remove(corpus.root / "unreadable.png")
         corpus.blocked.remove(corpus.read_only / "inside.png")
+        corpus.valid += [corpus.root / "unreadable.png", corpus.read_only / "inside.png"]
     return corpus
 
 
