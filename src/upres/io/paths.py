@@ -77,7 +77,7 @@ def unique(items: list[InputFile]) -> list[InputFile]:
     seen: set[Path] = set()
     kept = []
     for item in items:
-        key = item.path.absolute() if item.path.is_symlink() else item.path.resolve()
+        key = item.path.resolve()
         if key not in seen:
             seen.add(key)
             kept.append(item)
