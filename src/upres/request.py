@@ -115,8 +115,12 @@ class UpscaleRequest:
         return self.max_output_pixels or default_max_output_pixels()
 
     def planned_size(self, width: int, height: int, model_scale: float) -> tuple[int, int]:
-        """The result's size for an input of this size, after the max_input_size downsize."""
-        width, height = downsized(width, height, self.max_input_size)
+        """The result's size for an input of this size, after the max_input_size downsize
+        (or UPRES_MAX_INPUT_SIZE's, as the engine applies it)."""
+        limit = self.max_input_size
+        if limit is None and os.environ.get("UPRES_MAX_INPUT_SIZE", "").strip().isdigit():
+            limit = int(os.environ["UPRES_MAX_INPUT_SIZE"])
+        width, height = downsized(width, height, limit)
         return self.output_size(width, height, model_scale)
 
     def output_size(self, width: int, height: int, model_scale: float) -> tuple[int, int]:
