@@ -16,6 +16,7 @@ service can show it to anyone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -123,3 +124,15 @@ def state_of(name: str, folder: Path | None = None) -> ModelState | None:
         return of_card(card)
     wanted = name.lower()
     return next((of_user(m) for m in scan(folder) if m.name.lower() == wanted), None)
+
+
+def obtain(card: ModelCard, progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """Fetch a card's weights (and a blended partner's) now; downloads report their bytes."""
+    cards = [card] + ([CATALOG[card.blend_with]] if card.blend_with else [])
+    paths = []
+    for each in cards:
+        if isinstance(each.source, UrlSource):
+            paths.append(each.source.fetch(each, progress=progress))
+        else:
+            paths.append(each.source.fetch(each))
+    return paths[0]

@@ -146,14 +146,15 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
         ]
         detail = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         service.metrics.refusals.labels("invalid_option").inc()
-        body = {"error": "invalid_option", "detail": detail, "problems": problems}
+        body = {"error": "invalid_option", "code": "invalid_option", "detail": detail}
+        body["problems"] = problems
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
         return JSONResponse(
-            {"error": code, "detail": str(error.detail)},
+            {"error": code, "code": code, "detail": str(error.detail)},
             status_code=error.status_code,
             headers=getattr(error, "headers", None),
         )
@@ -273,7 +274,7 @@ def add_api_routes(app: FastAPI) -> None:
 
     @app.get("/v1/models", response_model=ModelsBody, dependencies=keyed)
     def list_models(service: ServiceDep) -> dict:
-        """The built-in models, and which one each setting of `detail` picks."""
+        """Every model with its state (ready ones first), and what each `detail` setting picks."""
         return catalogue(service.config)
 
 

@@ -34,7 +34,7 @@ class ServiceError(Exception):
     extra: dict = field(default_factory=dict)
 
     def body(self) -> dict:
-        body: dict = {"error": self.error}
+        body: dict = {"error": self.error, "code": self.error}
         if self.limit is not None:
             body |= {"limit": self.limit, "value": self.value}
         return body | {"detail": self.detail} | self.extra

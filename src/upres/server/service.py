@@ -196,7 +196,7 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
     """Refuse what breaks a limit or is not an image; return the job to run."""
     choice = choose(options.model, options.detail, options.scale, config)
     image = checked_image(data, name, config, sync=sync)
-    scale = options.scale or float(choice.card.scale)
+    scale = options.scale or float(choice.scale)
     if scale > config.max_scale:
         raise limits.limit_error(
             422, "scale_too_large", "max_scale", config.max_scale, f"scale {scale:g} is too large"
@@ -205,7 +205,7 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
     _, output = limits.planned_output(size, scale, config.max_input_size)
     limits.check_output_pixels(output, scale, config)
     return JobSpec(
-        model=choice.card.name,
+        model=choice.name,
         scale=scale,
         sharpen=options.sharpen,
         format="jpg" if options.format == "jpeg" else options.format,
