@@ -75,5 +75,7 @@ def isolated_cache(
 ) -> None:
     """Converted models go to one cache per test session, never the user's own."""
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "upres-cache"))
+    # Nor the user's models folder: an absent one, unless a test makes its own.
+    monkeypatch.setenv("UPRES_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "no-models"))
     for knob in ("UPRES_TILE_SIZE", "UPRES_MAX_INPUT_SIZE", "UPRES_PRECISION"):
         monkeypatch.delenv(knob, raising=False)
