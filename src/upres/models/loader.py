@@ -22,7 +22,7 @@ from spandrel import (
 
 from upres.errors import ModelLoadError
 from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
-from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_checkpoint
+from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,7 @@ def load_file_model(path: Path, denoise_strength: float | None) -> LoadedModel:
     if denoise_strength is not None:
         raise ValueError("denoise strength applies to a built-in model that has it")
     if path.suffix.lower() == NCNN_SUFFIX:
-        descriptor = descriptor_from_state_dict(read_state_dict(ncnn_checkpoint(path)), path)
-        return LoadedModel(descriptor, path.stem, None, path)
+        return LoadedModel(ncnn_descriptor(path), path.stem, None, path)
     return LoadedModel(descriptor_from_file(path), path.stem, None, path)
 
 

@@ -38,6 +38,9 @@ class NcnnArch:
     scale: int
     description: str  # e.g. "RRDBNet (ESRGAN), 6 blocks, 64 features"
     build: Callable[[], nn.Module] = field(compare=False, repr=False)
+    # Whether spandrel's own detection rebuilds this network from its state dict alone;
+    # it cannot for a Compact without PReLU (no activation weights to see).
+    detectable: bool = True
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,7 @@ def match_compact(layers: list[NcnnLayer], path: Path) -> NcnnArch | Misfit:
         upscale,
         f"SRVGGNetCompact, {len(convs) - 2} convs, {features} features, {act}",
         lambda: Compact(**kwargs),
+        detectable=act == "prelu",
     )
 
 
@@ -339,3 +343,35 @@ def convert(param_path: Path, bin_path: Path, arch: NcnnArch) -> dict[str, torch
     buffers = {name for name, _ in network.named_buffers()}
     state = ncnn_to_state_dict(param_path, bin_path, network.state_dict(), keep=buffers)
     return {key: value.contiguous() for key, value in state.items()}
+
+
+def descriptor(arch: NcnnArch, state: dict[str, torch.Tensor], source: Path):
+    """The spandrel descriptor of the converted network, built from what was recognised.
+
+    Where spandrel's detection sees the same network in the weights, its descriptor is used
+    (size requirements, tags); a Compact without PReLU is described here, since detection
+    would take it for a PReLU one and run the wrong activation.
+    """
+    from spandrel import ImageModelDescriptor
+    from spandrel.architectures.Compact import CompactArch
+
+    from upres.models.loader import descriptor_from_state_dict
+
+    if arch.detectable:
+        return descriptor_from_state_dict(state, source)
+    network = arch.build()
+    network.load_state_dict(state, strict=True)
+    found = ImageModelDescriptor(
+        network,
+        state,
+        architecture=CompactArch(),
+        purpose="SR" if arch.scale > 1 else "Restoration",
+        tags=arch.description.split(", ")[1:],
+        supports_half=True,
+        supports_bfloat16=True,
+        scale=arch.scale,
+        input_channels=network.num_in_ch,
+        output_channels=network.num_out_ch,
+    )
+    found.eval()
+    return found

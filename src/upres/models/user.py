@@ -179,6 +179,15 @@ def pair_sha256(param: Path) -> str:
     return digest.hexdigest()
 
 
+def ncnn_descriptor(param: Path):
+    """The pair as a spandrel descriptor: converted (once, cached), then described."""
+    from upres.models.loader import read_state_dict
+    from upres.models.ncnn_graph import descriptor, recognise
+
+    weights = ncnn_checkpoint(param)
+    return descriptor(recognise(param), read_state_dict(weights), param)
+
+
 def ncnn_checkpoint(param: Path) -> Path:
     """The pair converted to safetensors in the cache (converted now if not there yet)."""
     from upres.models.ncnn_graph import convert, is_pro, recognise
