@@ -64,7 +64,7 @@ def untiled(param: Path, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(
     ("package", "stem", "name", "crop", "family", "scale"),
     [
-        (REALESRGAN, "REALESRGAN_X4PLUSANIME_UP4X", "anime-6b", 48, "RRDBNet", 4),
+        (REALESRGAN, "REALESRGAN_X4PLUSANIME_UP4X", "anime-6b", 32, "RRDBNet", 4),
         (REALESRGAN, "REALESRGAN_ANIMAVIDEOV3_UP4X", "4x-compact", 64, "SRVGGNetCompact", 4),
         (REALCUGAN, "REALCUGAN_SE_UP2X_DENOISE1X", "up2x-denoise1x", 64, "Real-CUGAN", 2),
         (REALCUGAN, "REALCUGAN_PRO_UP3X", "up3x-pro", 48, "Real-CUGAN", 3),
@@ -245,6 +245,7 @@ def test_new_and_changed_files_appear_on_the_next_scan(folder: Path, monkeypatch
     assert state_of("late-arrival") is None
     torch.save(tiny_compact(scale=4).state_dict(), folder / "late-arrival.pth")
     assert state_of("late-arrival").scale == 4
+    scan()  # detects every file once
     calls: list[Path] = []
     real = user.detect_now
     monkeypatch.setattr(user, "detect_now", lambda path: calls.append(path) or real(path))
@@ -255,6 +256,11 @@ def test_new_and_changed_files_appear_on_the_next_scan(folder: Path, monkeypatch
     os.utime(folder / "late-arrival.pth", (future, future))
     assert state_of("late-arrival").state == "broken"
     assert calls == [folder / "late-arrival.pth"]
+    # Resolving one name reads only that file, however many others the folder holds.
+    calls.clear()
+    torch.save(tiny_compact(scale=2).state_dict(), folder / "another.pth")
+    assert state_of("late-arrival").state == "broken"
+    assert calls == []
 
 
 def test_upres_models_lists_the_folder(folder: Path, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Literal
 
 from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard
 from upres.models.sources import UrlSource
-from upres.models.user import UserModel, scan
+from upres.models.user import UserModel, find, scan
 
 State = Literal["cached", "installed", "user", "download", "manual", "missing", "broken"]
 READY: frozenset[str] = frozenset({"cached", "installed", "user"})
@@ -122,8 +122,8 @@ def state_of(name: str, folder: Path | None = None) -> ModelState | None:
     card = CATALOG.get(name.lower())
     if card is not None:
         return of_card(card)
-    wanted = name.lower()
-    return next((of_user(m) for m in scan(folder) if m.name.lower() == wanted), None)
+    model = find(name, folder)
+    return of_user(model) if model is not None else None
 
 
 def obtain(card: ModelCard, progress: Callable[[int, int | None], None] | None = None) -> Path:

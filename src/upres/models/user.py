@@ -129,41 +129,52 @@ def bin_of(param: Path) -> Path:
 
 
 def scan(folder: Path | None = None) -> list[UserModel]:
-    """Every model file in the folder (not its sub-folders), sorted by name.
+    """Every model file in the folder (not its sub-folders), sorted by name, detected."""
+    return [clash or detect(path) for path, clash in entries(folder)]
 
-    A name used twice (a.pth and a.safetensors) or by a built-in model is listed as broken:
-    a name must mean one model.
+
+def find(name: str, folder: Path | None = None) -> UserModel | None:
+    """The folder's model of that name (case-insensitive), broken or not.
+
+    Only that file is detected: resolving `-m NAME` never reads the folder's other models.
+    """
+    wanted = name.lower()
+    for path, clash in entries(folder):
+        if path.stem.lower() == wanted:
+            return clash or detect(path)
+    return None
+
+
+def entries(folder: Path | None = None) -> list[tuple[Path, UserModel | None]]:
+    """The folder's model files, each with the reason its name is unusable (or None).
+
+    A name used twice (a.pth and a.safetensors) or by a built-in model is broken: a name
+    must mean one model. Costs a directory listing; no file is opened.
     """
     from upres.models.catalog import CATALOG
 
     folder = models_folder() if folder is None else folder
     try:
-        entries = sorted(folder.iterdir(), key=lambda p: p.name.lower())
+        paths = sorted(folder.iterdir(), key=lambda p: p.name.lower())
     except OSError:  # no folder yet: no user models
         return []
-    models: list[UserModel] = []
+    found: list[tuple[Path, UserModel | None]] = []
     seen: set[str] = set()
-    for path in entries:
+    for path in paths:
         suffix = path.suffix.lower()
         if path.name.startswith(".") or suffix not in (*CHECKPOINT_SUFFIXES, NCNN_SUFFIX):
             continue
         if not path.is_file():
             continue
-        model = detect(path)
-        key = model.name.lower()
+        key = path.stem.lower()
+        clash = None
         if key in CATALOG:
-            model = broken(path, f"a built-in model is named {key}; rename the file")
+            clash = broken(path, f"a built-in model is named {key}; rename the file")
         elif key in seen:
-            model = broken(path, f"another file in the folder is named {model.name} too")
+            clash = broken(path, f"another file in the folder is named {path.stem} too")
         seen.add(key)
-        models.append(model)
-    return models
-
-
-def find(name: str, folder: Path | None = None) -> UserModel | None:
-    """The folder's model of that name (case-insensitive), broken or not."""
-    wanted = name.lower()
-    return next((model for model in scan(folder) if model.name.lower() == wanted), None)
+        found.append((path, clash))
+    return found
 
 
 # --------------------------------------------------------------------------- ncnn pairs
