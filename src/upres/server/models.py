@@ -80,7 +80,7 @@ def explicit(name: str, config: ServeConfig) -> Choice:
 
 
 def is_plain_name(name: str) -> bool:
-    """A model name, not a path: separators and dots never reach the folder lookup."""
+    """A model name, not a path: nothing with a path separator reaches the folder lookup."""
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
