@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from spandrel import ImageModelDescriptor, ModelLoader
 from spandrel.architectures.Compact import Compact
 from spandrel.architectures.SwinIR import SwinIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# As the README says: ../shared/datasets beside the checkout, or $UPRES_DATASETS.
 DATASETS = Path(os.environ.get("UPRES_DATASETS") or PROJECT_ROOT.parent / "shared" / "datasets")
 
 
@@ -62,8 +65,6 @@ def swinir_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def photo() -> np.ndarray:
     """A real photograph (Set5 baby, 512x512), H x W x 3 uint8."""
-    from PIL import Image
-
     with Image.open(DATASETS / "Set5" / "HR" / "baby.png") as image:
         return np.asarray(image.convert("RGB"))
 
@@ -74,5 +75,44 @@ def isolated_cache(
 ) -> None:
     """Converted models go to one cache per test session, never the user's own."""
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "upres-cache"))
+    # Nor the user's models folder: an absent one, unless a test makes its own.
+    monkeypatch.setenv("UPRES_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "no-models"))
     for knob in ("UPRES_TILE_SIZE", "UPRES_MAX_INPUT_SIZE", "UPRES_PRECISION"):
         monkeypatch.delenv(knob, raising=False)
+
+
+# -- the web page tests: Debian's Chromium through Playwright --------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def bird(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 96x64 crop of Set5's bird (its eye and beak), written to the test's own folder."""
+    with Image.open(DATASETS / "Set5" / "HR" / "bird.png") as image:
+        pixels = np.asarray(image.convert("RGB"))[20:84, 136:232]
+    path = tmp_path_factory.mktemp("page-input") / "bird-crop.png"
+    Image.fromarray(np.ascontiguousarray(pixels)).save(path)
+    return path

@@ -260,6 +260,7 @@ def test_queue_cancel_delete_and_429(tmp_path: Path, photo: np.ndarray) -> None:
         assert int(full.headers["retry-after"]) >= 1
         assert full.json() | {"detail": ""} == {
             "error": "queue_full",
+            "code": "queue_full",
             "limit": "queue_size",
             "value": 3,
             "detail": "",

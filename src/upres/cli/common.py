@@ -84,3 +84,24 @@ def apply_threads(threads: int | None) -> int | None:
 
         torch.set_num_threads(chosen)
     return chosen
+
+
+# -- the user's models folder (upscale, models, serve) -------------------------------------
+
+
+def use_models_dir(folder: str | None) -> str | None:
+    """--models-dir: every model lookup of this process (names, listings) reads this folder."""
+    if folder:
+        from upres.models.user import MODELS_DIR_ENV
+
+        os.environ[MODELS_DIR_ENV] = folder
+    return folder
+
+
+MODELS_DIR = typer.Option(
+    None,
+    "--models-dir",
+    callback=use_models_dir,
+    help="Your models folder (env UPRES_MODELS_DIR; default <user data dir>/custom):"
+    " its checkpoints and ncnn pairs are models named after their files.",
+)

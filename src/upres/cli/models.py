@@ -9,28 +9,48 @@ from typing import NoReturn
 import typer
 from rich.table import Table
 
-from upres.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, out, print_error
+from upres.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, MODELS_DIR, out, print_error
 from upres.errors import ModelLoadError, ModelNotFoundError
 from upres.models.cache import sidecar_of
 from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
 from upres.models.sources import UrlSource
+from upres.models.state import READY, ModelState, card_state
+from upres.models.user import models_folder, scan
 
 STATE_TEXT = {
     "cached": "[green]ready[/]",
     "installed": "[green]ready[/] (converts on first use)",
+    "user": "[green]ready[/] (models folder)",
     "download": "[yellow]downloads[/] on first use",
     "manual": "[yellow]download by hand[/] (models info)",
     "missing": "[red]missing[/]",
+    "broken": "[red]broken[/]",
 }
 
 
 def availability(card: ModelCard) -> str:
-    """cached (ready), installed (obtainable offline), download, manual, or missing."""
-    if card.source.is_local(card):
-        return "cached"
-    if isinstance(card.source, UrlSource):
-        return "download" if card.source.url else "manual"
-    return "installed" if card.source.can_fetch(card) else "missing"
+    """The card's state (models/state.py): cached, installed, download, manual or missing."""
+    return card_state(card)
+
+
+def user_row(model: ModelState) -> dict:
+    """A model of the models folder, in the same shape as a built-in one."""
+    assert model.user is not None
+    return {
+        "name": model.name,
+        "default": False,
+        "family": "",
+        "arch": model.arch,
+        "task": "user",
+        "scale": model.scale,
+        "params": None,
+        "license": "",
+        "source": str(model.user.path),
+        "available": model.ready,
+        "state": model.state,
+        "reason": model.reason,
+        "summary": model.summary,
+    }
 
 
 def card_row(card: ModelCard) -> dict:
@@ -46,7 +66,7 @@ def card_row(card: ModelCard) -> dict:
         "license": card.license,
         "source": card.source.describe(),
         # Runs without a network now: cached, or convertible from an installed package.
-        "available": state in ("cached", "installed"),
+        "available": state in READY,
         "state": state,
         "summary": card.summary,
     }
@@ -97,15 +117,18 @@ def list_table(rows: list[dict]) -> Table:
     for row in rows:
         name = row["name"] + (" (default)" if row["default"] else "")
         params = f"{row['params'] / 1e6:.1f}M" if row["params"] else ""
+        here = STATE_TEXT[row["state"]]
+        if row["state"] == "broken":
+            here += f": {row['reason']}"
         table.add_row(
             name,
             row["task"],
-            f"x{row['scale']}",
+            f"x{row['scale']}" if row["scale"] else "",
             row["arch"],
             params,
             row["license"],
             row["source"],
-            STATE_TEXT[row["state"]],
+            here,
         )
     return table
 
@@ -149,17 +172,23 @@ def register(app: typer.Typer) -> None:
     def models(
         ctx: typer.Context,
         as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+        models_dir: str | None = MODELS_DIR,
     ) -> None:
-        """List the built-in models and whether they can run offline here."""
+        """List the built-in models, your models folder's, and whether each can run here."""
         if ctx.invoked_subcommand is not None:
             return
+        from upres.models.state import of_user
+
         rows = [card_row(card) for card in CATALOG.values()]
+        rows += [user_row(of_user(model)) for model in scan()]
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
         out.print(list_table(rows))
         out.print(
-            "Any .pth/.pt/.ckpt/.safetensors file that spandrel recognises also works: -m PATH"
+            "Any .pth/.pt/.ckpt/.safetensors file that spandrel recognises, or an ncnn .param"
+            f" with its .bin, also works: -m PATH, or put it in {models_folder()}",
+            highlight=False,
         )
 
     @models_app.command("info")
@@ -168,7 +197,11 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
     ) -> None:
         """Paper, training data, expected input, memory, source URL, cache path and sha256."""
-        details = card_details(known_card(name))
+        from upres.models.state import of_user
+        from upres.models.user import find
+
+        user = find(name) if name.lower() not in CATALOG else None
+        details = user_row(of_user(user)) if user else card_details(known_card(name))
         if as_json:
             typer.echo(json.dumps(details, indent=2))
         else:

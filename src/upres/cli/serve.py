@@ -72,6 +72,18 @@ def register(app: typer.Typer) -> None:
             "--retention",
             help=f"Results kept for: seconds, or 30m/24h/7d; default 24h {env('retention')}.",
         ),
+        models_dir: Path | None = typer.Option(
+            None,
+            "--models-dir",
+            help="Your models folder, served by file stem; default UPRES_MODELS_DIR or"
+            f" <user data dir>/custom {env('models_dir')}.",
+        ),
+        allow_downloads: bool | None = typer.Option(
+            None,
+            "--allow-downloads/--no-downloads",
+            help="Let a job download a model that is not here (progress in its status);"
+            f" default off: such a job is refused {env('allow_downloads')}.",
+        ),
         restoration_model: str | None = typer.Option(
             None,
             "--restoration-model",

@@ -26,6 +26,7 @@ from upres.cli.common import (
     EXIT_SOME_FAILED,
     EXIT_USAGE,
     FAST,
+    MODELS_DIR,
     THREADS,
     apply_threads,
     cpu_threads,
@@ -374,9 +375,10 @@ def register(app: typer.Typer) -> None:
             None,
             "-m",
             "--model",
-            help="Built-in model name (see `upres models`) or a checkpoint path;"
-            " repeat to chain models in order (-m a -m b).",
+            help="Built-in model name (see `upres models`), a checkpoint or ncnn .param path,"
+            " or a file stem in --models-dir; repeat to chain models in order (-m a -m b).",
         ),
+        models_dir: str | None = MODELS_DIR,
         scale: float | None = typer.Option(
             None,
             "--scale",

@@ -21,9 +21,8 @@ from spandrel import (
 )
 
 from upres.errors import ModelLoadError, ModelNotFoundError, ModelUnavailableError
-from upres.models.catalog import DEFAULT_MODEL, ModelCard, get_card
-
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
+from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor
 
 
 @dataclass(frozen=True)
@@ -39,19 +38,23 @@ class LoadedModel:
 def load_model(
     name_or_path: str | Path | None = None, *, denoise_strength: float | None = None
 ) -> LoadedModel:
-    """Resolve a built-in name or a checkpoint path to a loaded model on the CPU.
+    """Resolve a built-in name, a checkpoint or ncnn `.param` path, or the name of a model
+    in the models folder to a loaded model on the CPU.
 
     `denoise_strength` (0..1) applies to models whose card blends two weight sets
     (realesr-general-x4v3); elsewhere it is refused rather than silently ignored.
     """
     target = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     path = Path(target).expanduser()
-    if path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
-        if not path.is_file():
-            raise ModelLoadError(path, "no such file")
-        if denoise_strength is not None:
-            raise ValueError("denoise strength applies to a built-in model that has it")
-        return LoadedModel(descriptor_from_file(path), path.stem, None, path)
+    if path.is_file() or path.suffix.lower() in (*CHECKPOINT_SUFFIXES, NCNN_SUFFIX):
+        return load_file_model(path, denoise_strength)
+    if target.lower() not in CATALOG:
+        user = find(target)
+        if user is not None:
+            if user.problem is not None:
+                raise ModelLoadError(user.name, user.problem)
+            loaded = load_file_model(user.path, denoise_strength)
+            return LoadedModel(loaded.descriptor, user.name, None, user.path)
     card = get_card(target)
     try:
         weights = card.source.fetch(card)
@@ -64,6 +67,17 @@ def load_model(
     descriptor = descriptor_from_state_dict(state_dict, weights)
     check_matches_card(descriptor, card, weights)
     return LoadedModel(descriptor, card.name, card, weights)
+
+
+def load_file_model(path: Path, denoise_strength: float | None) -> LoadedModel:
+    """A checkpoint file, or an ncnn pair named by its .param (converted once, cached)."""
+    if not path.is_file():
+        raise ModelLoadError(path, "no such file")
+    if denoise_strength is not None:
+        raise ValueError("denoise strength applies to a built-in model that has it")
+    if path.suffix.lower() == NCNN_SUFFIX:
+        return LoadedModel(ncnn_descriptor(path), path.stem, None, path)
+    return LoadedModel(descriptor_from_file(path), path.stem, None, path)
 
 
 def card_weights(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ from typing import Annotated, BinaryIO, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -147,14 +147,15 @@ def add_error_handlers(app: FastAPI, service: Service) -> None:
         ]
         detail = "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         service.metrics.refusals.labels("invalid_option").inc()
-        body = {"error": "invalid_option", "detail": detail, "problems": problems}
+        body = {"error": "invalid_option", "code": "invalid_option", "detail": detail}
+        body["problems"] = problems
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "bad_request")
         return JSONResponse(
-            {"error": code, "detail": str(error.detail)},
+            {"error": code, "code": code, "detail": str(error.detail)},
             status_code=error.status_code,
             headers=getattr(error, "headers", None),
         )
@@ -285,7 +286,7 @@ def add_api_routes(app: FastAPI) -> None:
 
     @app.get("/v1/models", response_model=ModelsBody, dependencies=keyed)
     def list_models(service: ServiceDep) -> dict:
-        """The built-in models, and which one each setting of `detail` picks."""
+        """Every model with its state (ready ones first), and what each `detail` setting picks."""
         return catalogue(service.config)
 
 
@@ -390,9 +391,37 @@ def add_ops_routes(app: FastAPI) -> None:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
+# The page's languages: English and Simplified Chinese (any zh-* tag asks for the latter).
+PAGE_LANGUAGES = {"en": "en", "zh": "zh-CN"}
+
+
+def page_language(accept_language: str | None) -> str:
+    """The first of the page's languages in Accept-Language, by quality; English otherwise."""
+    ranked = []
+    for position, item in enumerate((accept_language or "").split(",")):
+        tag, _, params = item.strip().partition(";")
+        quality = 1.0
+        if params.strip().startswith("q="):
+            try:
+                quality = float(params.strip()[2:])
+            except ValueError:
+                quality = 0.0
+        primary = tag.strip().lower().split("-")[0]
+        if primary in PAGE_LANGUAGES and quality > 0:
+            ranked.append((-quality, position, primary))
+    return min(ranked)[2] if ranked else "en"
+
+
 def add_page_routes(app: FastAPI) -> None:
     @app.get("/", include_in_schema=False)
-    def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    def page(request: Request) -> HTMLResponse:
+        # The script starts in this language unless the person picked one on the page.
+        lang = page_language(request.headers.get("accept-language"))
+        html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+        html = html.replace(
+            '<html lang="en">', f'<html lang="{PAGE_LANGUAGES[lang]}" data-lang="{lang}">', 1
+        )
+        headers = {"Cache-Control": "no-cache", "Vary": "Accept-Language"}
+        return HTMLResponse(html, headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

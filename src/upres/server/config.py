@@ -17,6 +17,8 @@ from typing import Any
 import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from upres.models.user import models_folder
+
 ENV_PREFIX = "UPRES_SERVE_"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -71,6 +73,11 @@ class ServeConfig(BaseModel):
     max_attempts: int = Field(3, ge=1)
     intake_concurrency: int = Field(2, ge=1, description="uploads decoded at the same time")
 
+    # The user's models folder (default: UPRES_MODELS_DIR, else <user data dir>/custom);
+    # its files are served by their stem, rescanned on every listing and request.
+    models_dir: Path = Field(default_factory=lambda: models_folder())
+    # Let a job download a built-in model's weights (progress in its status); off: refused.
+    allow_downloads: bool = False
     restoration_model: str = "realesrgan-x4plus"
     faithful_model: str = "dat-light-x4"
     model_cache_size: int = Field(2, ge=1)

@@ -37,7 +37,7 @@ class ServiceError(Exception):
     extra: dict = field(default_factory=dict)
 
     def body(self) -> dict:
-        body: dict = {"error": self.error}
+        body: dict = {"error": self.error, "code": self.error}
         if self.limit is not None:
             body |= {"limit": self.limit, "value": self.value}
         return scrubbed(body | {"detail": self.detail} | self.extra)

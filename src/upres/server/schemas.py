@@ -52,6 +52,7 @@ class JobBody(BaseModel):
 
 class ErrorBody(BaseModel):
     error: str
+    code: str  # the same stable code as `error`, for clients that translate messages
     detail: str
     limit: str | None = None
     value: float | None = None
@@ -76,19 +77,24 @@ class HealthBody(BaseModel):
 
 class ModelBody(BaseModel):
     name: str
+    kind: str  # built-in | user (a file of the models folder)
     task: str
     role: str
-    scale: int
+    scale: int | None  # None for a broken file of the models folder
     arch: str
     license: str
     summary: str
-    available: bool
+    state: str  # cached | installed | user | download | manual | missing | broken
+    ready: bool
+    available: bool  # a job may use it now (ready, or a download the operator allows)
+    reason: str  # why it is not ready; empty when it is
 
 
 class ModelsBody(BaseModel):
     models: list[ModelBody]
     defaults: dict[str, str | None]
     notes: list[str]
+    allow_downloads: bool = False
 
 
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 409, 413, 415, 422, 429)}

@@ -201,7 +201,7 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
     image = checked_image(data, name, config, sync=sync)
     size = (image.width, image.height)  # after EXIF rotation
     model_input, output = limits.planned_output(size, 1.0, config.max_input_size)
-    output = request.output_size(*model_input, choice.card.scale)
+    output = request.output_size(*model_input, choice.scale)
     scale = request.scale or max(output[0] / model_input[0], output[1] / model_input[1])
     if scale > config.max_scale:
         raise limits.limit_error(
@@ -210,7 +210,7 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
     limits.check_output_pixels(output, scale, config)
     animation = limits.animation_format(data, name)
     return JobSpec(
-        model=choice.card.name,
+        model=choice.name,
         scale=round(scale, 6),
         sharpen=request.sharpen,
         format=animation or ("jpg" if options.format == "jpeg" else options.format),

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 
 from upres.api import Upscaler, UpscaleReport, load
 from upres.engine.plan import resolve_device
-from upres.errors import BadInputError, OutOfMemoryError, UpresError
+from upres.errors import BadInputError, ModelNotFoundError, OutOfMemoryError, UpresError
 from upres.io.image import atomic_write, decode_bytes, encode_bytes
+from upres.models.state import obtain
 from upres.request import UpscaleRequest
 from upres.server.config import ServeConfig
 from upres.server.jobs import CANCELLED, DONE, FAILED, JobRecord, JobStore
+from upres.server.models import needs_download, served_target
 
 log = logging.getLogger("upres.server")
 # A model that failed to load (e.g. its download, offline) is tried again after this long.
@@ -44,7 +46,8 @@ class ModelCache:
         self._failed: dict[tuple[str, str], tuple[float, UpresError]] = {}
 
     def get(self, name: str) -> Upscaler:
-        key = (name, self.device)
+        target = served_target(name, self.config)  # a models-folder name: its file
+        key = (name, self.device, version_of(target))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -60,7 +63,7 @@ class ModelCache:
             tile = self.config.tile
             try:
                 upscaler = load(
-                    name,
+                    target,
                     device=self.device,
                     precision=self.config.precision,
                     tile=int(tile) if tile and tile.isdigit() else tile,
@@ -79,12 +82,20 @@ class ModelCache:
 
     def loaded(self) -> list[str]:
         with self._lock:
-            return [name for name, _ in self._models]
+            return [key[0] for key in self._models]
+
+
+def version_of(target: object) -> int:
+    """A models-folder file replaced under the same name is a new model: key on its mtime."""
+    try:
+        return target.stat().st_mtime_ns if hasattr(target, "stat") else 0
+    except OSError:
+        return 0
 
 
 @dataclass
 class Progress:
-    stage: str = "queued"  # loading_model | upscaling | encoding
+    stage: str = "queued"  # downloading | loading_model | upscaling | encoding
     done: int = 0
     total: int = 0
 
@@ -229,6 +240,7 @@ class WorkerPool:
         """The job's model, or its fallback (with a note saying why) if it cannot be had."""
         spec = job.spec
         try:
+            self._download_if_needed(job)
             return self.models.get(spec.model), []
         except UpresError as error:
             if not spec.fallback_model or spec.fallback_model == spec.model:
@@ -238,6 +250,26 @@ class WorkerPool:
             )
             note = f"{spec.model} could not be loaded here ({error}); used {spec.fallback_model}"
             return self.models.get(spec.fallback_model), [note]
+
+    def _download_if_needed(self, job: JobRecord) -> None:
+        """Weights the operator lets jobs download: fetched now, bytes as the job's progress."""
+        card = needs_download(job.spec.model, self.config)
+        if card is None:
+            return
+        self._set(job.id, stage="downloading", done=0, total=0)
+        check = self._progress_callback(job.id)
+
+        def on_bytes(done: int, total: int | None) -> None:
+            check(done, total or 0)
+
+        try:
+            obtain(card, on_bytes)
+        except UpresError as error:  # its message names cache paths: keep those in the log
+            log.warning("downloading %s for job %s failed: %s", card.name, job.id, error)
+            raise ModelNotFoundError(
+                f"could not download {card.name} (the server's log says why)"
+            ) from None
+        self._set(job.id, stage="loading_model", done=0, total=0)
 
     def _still(self, job: JobRecord, upscaler: Upscaler) -> UpscaleReport:
         spec = job.spec
@@ -333,4 +365,5 @@ class WorkerPool:
         else:
             log.exception("job %s failed", job.id)
             body = {"error": "internal", "detail": f"{type(error).__name__}: {error}"}
+        body["code"] = body["error"]  # the page translates by it
         self.store.finish(job.id, FAILED, retention=self.config.retention, error=body)

@@ -1,13 +1,18 @@
 // The upres page: pick an image, queue a job, poll its progress, compare and download.
 // Plain browser JavaScript: no build step, nothing loaded from elsewhere.
+// Every visible string comes from messages.json (English and Simplified Chinese); the
+// service's errors are translated by their stable `code`, its English `detail` shown below.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 400;
 const KEY_STORAGE = "upres-api-key";
+const LANG_STORAGE = "upres-lang";
+const LANGUAGES = { en: "en", zh: "zh-CN" };
 
 const state = {
   file: null,
+  fileSize: null, // "96×64" once the preview has loaded
   originalUrl: null,
   resultUrl: null,
   jobId: null,
@@ -16,7 +21,83 @@ const state = {
   models: [],
   authRequired: false,
   stopped: false,
+  // What is on screen, kept as message keys so a language switch can redraw it.
+  status: null, // {key, vars, fraction}
+  error: null, // {key, vars, detail}
 };
+
+// -- languages ---------------------------------------------------------------------------
+
+const i18n = { lang: "en", messages: { en: {} } };
+
+function t(key, vars = {}) {
+  const text = (i18n.messages[i18n.lang] || {})[key] ?? i18n.messages.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
+}
+
+function has(key) {
+  return key in (i18n.messages.en || {});
+}
+
+function browserLanguage() {
+  // The server read Accept-Language into data-lang; navigator.languages says the same.
+  const fromServer = document.documentElement.dataset.lang;
+  if (fromServer in LANGUAGES) return fromServer;
+  const wanted = navigator.languages && navigator.languages.length
+    ? navigator.languages
+    : [navigator.language || "en"];
+  for (const tag of wanted) {
+    const primary = tag.toLowerCase().split("-")[0];
+    if (primary in LANGUAGES) return primary;
+  }
+  return "en";
+}
+
+function chosenLanguage() {
+  const stored = localStorage.getItem(LANG_STORAGE);
+  return stored in LANGUAGES ? stored : browserLanguage();
+}
+
+async function loadMessages() {
+  try {
+    i18n.messages = await (await fetch("/static/messages.json")).json();
+  } catch {
+    i18n.messages = { en: {} }; // the page's English markup stays as it is
+  }
+}
+
+function setLanguage(lang, remember) {
+  i18n.lang = lang in LANGUAGES ? lang : "en";
+  if (remember) localStorage.setItem(LANG_STORAGE, i18n.lang);
+  document.documentElement.lang = LANGUAGES[i18n.lang];
+  document.title = t("title");
+  for (const element of document.querySelectorAll("[data-i18n]")) {
+    element.textContent = t(element.dataset.i18n);
+  }
+  for (const [attribute, data] of [
+    ["placeholder", "i18nPlaceholder"],
+    ["aria-label", "i18nAriaLabel"],
+    ["alt", "i18nAlt"],
+  ]) {
+    for (const element of document.querySelectorAll(`[data-i18n-${attribute}]`)) {
+      element.setAttribute(attribute, t(element.dataset[data]));
+    }
+  }
+  for (const button of document.querySelectorAll("#lang button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.lang === i18n.lang));
+  }
+  redraw();
+}
+
+function redraw() {
+  showLimits();
+  renderModels();
+  updateDetailHint();
+  if (state.file) describeFile();
+  if (state.status) setStatus(state.status.key, state.status.vars, state.status.fraction);
+  if (state.error) renderError();
+  $("go").textContent = t(state.jobId ? "working" : "go");
+}
 
 // -- talking to the server ---------------------------------------------------------------
 
@@ -25,11 +106,25 @@ function authHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
+class ServiceRefusal extends Error {
+  constructor(status, body, retryAfter) {
+    super(body.detail || body.error || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+    this.retryAfter = retryAfter;
+  }
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    headers: { ...authHeaders(), ...(options.headers || {}) },
-  });
+  let response;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { ...authHeaders(), ...(options.headers || {}) },
+    });
+  } catch {
+    throw new ServiceRefusal(0, { code: "network" }, 0);
+  }
   if (!response.ok) {
     let body = {};
     try {
@@ -37,22 +132,21 @@ async function api(path, options = {}) {
     } catch {
       body = { detail: `${response.status} ${response.statusText}` };
     }
-    const error = new Error(body.detail || body.error || `HTTP ${response.status}`);
-    error.status = response.status;
-    error.body = body;
-    error.retryAfter = Number(response.headers.get("Retry-After")) || 0;
-    throw error;
+    const retryAfter = Number(response.headers.get("Retry-After")) || 0;
+    throw new ServiceRefusal(response.status, body, retryAfter);
   }
   return response;
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// -- start-up: limits, key, models -------------------------------------------------------
+// -- start-up: languages, limits, key, models --------------------------------------------
 
 async function init() {
   $("api-key").value = localStorage.getItem(KEY_STORAGE) || "";
   bindControls();
+  await loadMessages();
+  setLanguage(chosenLanguage(), false);
   try {
     const health = await (await fetch("/healthz")).json();
     state.limits = health.limits || {};
@@ -61,7 +155,7 @@ async function init() {
     showLimits();
     await loadModels();
   } catch (error) {
-    showError(`The server did not answer: ${error.message}`);
+    showError(failure(error));
   }
   updateDetailHint();
   updateReady();
@@ -70,35 +164,53 @@ async function init() {
 async function loadModels() {
   if (state.authRequired && !$("api-key").value.trim()) return;
   const body = await (await api("/v1/models")).json();
-  state.models = body.models.filter((m) => m.available);
+  state.models = body.models;
   state.defaults = body.defaults || {};
+  renderModels();
+  updateDetailHint();
+}
+
+function modelLabel(model) {
+  const scale = model.scale ? ` (×${model.scale})` : "";
+  if (!model.available) return `${model.name}${scale} — ${t(`state.${model.state}`)}`;
+  if (!model.ready) return `${model.name}${scale} · ${t("model.download_allowed")}`;
+  return `${model.name}${scale}`;
+}
+
+function renderModels() {
   const select = $("model");
+  const chosen = select.value;
   select.querySelectorAll("optgroup").forEach((group) => group.remove());
   const groups = [
-    ["faithful", "Faithful (no invented detail)"],
-    ["restoration", "Real-world restoration"],
-    ["other", "Other"],
+    ["user", (m) => m.available && m.role === "user"],
+    ["faithful", (m) => m.available && m.role === "faithful"],
+    ["restoration", (m) => m.available && m.role === "restoration"],
+    ["other", (m) => m.available && m.role === "other"],
+    ["unavailable", (m) => !m.available], // last, greyed, each with its reason
   ];
-  for (const [role, title] of groups) {
-    const members = state.models.filter((m) => m.role === role);
+  for (const [name, belongs] of groups) {
+    const members = state.models.filter(belongs);
     if (!members.length) continue;
     const group = document.createElement("optgroup");
-    group.label = title;
+    group.label = t(`model.group.${name}`);
     for (const model of members) {
-      const option = new Option(`${model.name} (×${model.scale})`, model.name);
-      option.title = model.summary;
+      const option = new Option(modelLabel(model), model.name);
+      option.disabled = !model.available;
+      option.title = model.available ? model.summary : model.reason || model.summary;
+      option.dataset.state = model.state;
       group.append(option);
     }
     select.append(group);
   }
-  updateDetailHint();
+  select.value = chosen;
+  if (select.value !== chosen) select.value = "";
 }
 
 function showLimits() {
   const { max_upload_bytes: bytes, max_input_size: side } = state.limits;
-  const parts = ["PNG, JPEG, WebP, TIFF or BMP"];
-  if (bytes) parts.push(`up to ${formatBytes(bytes)}`);
-  if (side) parts.push(`larger than ${side} px is reduced first`);
+  const parts = [t("limits.formats")];
+  if (bytes) parts.push(t("limits.bytes", { size: formatBytes(bytes) }));
+  if (side) parts.push(t("limits.side", { side }));
   $("drop-limits").textContent = parts.join(" · ");
 }
 
@@ -120,6 +232,9 @@ function bindControls() {
     event.preventDefault();
     chooseFile(event.dataTransfer.files[0]);
   });
+  for (const button of document.querySelectorAll("#lang button")) {
+    button.addEventListener("click", () => setLanguage(button.dataset.lang, true));
+  }
   $("sharpen").addEventListener("input", () => {
     $("sharpen-value").value = Number($("sharpen").value).toFixed(2);
   });
@@ -131,7 +246,7 @@ function bindControls() {
     try {
       await loadModels();
     } catch (error) {
-      showError(error.message);
+      showError(failure(error));
     }
     updateReady();
   });
@@ -149,32 +264,38 @@ function updateDetailHint() {
   const detail = $("detail").checked;
   const explicit = $("model").value;
   const name = explicit || (detail ? state.defaults.detail_on : state.defaults.detail_off);
-  const text = detail
-    ? "On: restores real-world photos. Cleans compression artefacts and noise, and rebuilds fine texture."
-    : "Off: faithful enlargement. Keeps what is in the image and invents nothing.";
-  const using = name ? ` Model: ${name}${explicit ? " (chosen below)" : ""}.` : "";
-  $("detail-hint").textContent = text + using;
+  const text = t(detail ? "detail.on" : "detail.off");
+  const using = name ? t(explicit ? "detail.model_chosen" : "detail.model", { name }) : "";
+  // Chinese sentences follow each other without a space.
+  $("detail-hint").textContent = [text, using].filter(Boolean).join(i18n.lang === "zh" ? "" : " ");
 }
 
 function chooseFile(file) {
   hideError();
   if (!file) return;
   if (file.type && !file.type.startsWith("image/")) {
-    showError(`${file.name} is not an image.`);
+    showError({ key: "file.not_image", vars: { name: file.name } });
     return;
   }
   if (state.limits.max_upload_bytes && file.size > state.limits.max_upload_bytes) {
-    showError(`${file.name} is ${formatBytes(file.size)}; this server takes up to ${formatBytes(state.limits.max_upload_bytes)}.`);
+    const vars = {
+      name: file.name,
+      size: formatBytes(file.size),
+      limit: formatBytes(state.limits.max_upload_bytes),
+    };
+    showError({ key: "file.too_big", vars });
     return;
   }
   state.file = file;
+  state.fileSize = null;
   if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
   state.originalUrl = URL.createObjectURL(file);
   const thumb = $("thumb");
-  describeFile(file, null);
+  describeFile();
   thumb.onload = () => {
     thumb.hidden = false;
-    describeFile(file, `${thumb.naturalWidth}×${thumb.naturalHeight}`);
+    state.fileSize = `${thumb.naturalWidth}×${thumb.naturalHeight}`;
+    describeFile();
   };
   thumb.onerror = () => {
     thumb.hidden = true; // not viewable here (e.g. TIFF): the server may still read it
@@ -183,11 +304,12 @@ function chooseFile(file) {
   updateReady();
 }
 
-function describeFile(file, dimensions) {
+function describeFile() {
+  const file = state.file;
   const strong = document.createElement("strong");
   strong.textContent = file.name;
   const detail = document.createElement("span");
-  detail.textContent = [dimensions, formatBytes(file.size), "click to change"]
+  detail.textContent = [state.fileSize, formatBytes(file.size), t("drop.change")]
     .filter(Boolean)
     .join(" · ");
   $("drop-text").replaceChildren(strong, detail);
@@ -217,7 +339,7 @@ async function run() {
   state.stopped = false;
   const started = performance.now();
   setRunning(true);
-  setStatus("Uploading…", null);
+  setStatus("status.uploading", {}, null);
   try {
     const job = await submit();
     state.jobId = job.id;
@@ -225,14 +347,17 @@ async function run() {
     if (finished.status === "done") {
       await showResult(finished, (performance.now() - started) / 1000);
     } else if (finished.status === "cancelled") {
-      setStatus("Cancelled.", 0);
+      setStatus("status.cancelled", {}, 0);
     } else {
-      $("status").hidden = true;
-      showError((finished.error && finished.error.detail) || `The job ended as ${finished.status}.`);
+      hideStatus();
+      const body = finished.error || {};
+      showError(body.code || body.error
+        ? refusal(body, 0)
+        : { key: "error.ended", vars: { status: finished.status } });
     }
   } catch (error) {
-    $("status").hidden = true;
-    if (!state.stopped) showError(error.message);
+    hideStatus();
+    if (!state.stopped) showError(failure(error));
   } finally {
     state.jobId = null;
     setRunning(false);
@@ -247,7 +372,7 @@ async function submit() {
     } catch (error) {
       if (error.status !== 429 || attempt >= 5 || state.stopped) throw error;
       const wait = Math.max(1, error.retryAfter || 2);
-      setStatus(`The server is busy; trying again in ${wait} s…`, null);
+      setStatus("status.busy", { seconds: wait }, null);
       await sleep(wait * 1000);
     }
   }
@@ -264,28 +389,32 @@ async function poll(id) {
 
 function describe(job) {
   const { stage, done, total, fraction } = job.progress;
+  const model = job.model;
   if (job.status === "queued") {
-    setStatus(`Waiting in the queue (position ${job.queue_position || 1})…`, null);
+    setStatus("status.queued", { position: job.queue_position || 1 }, null);
+  } else if (stage === "downloading") {
+    const vars = { model, done: formatBytes(done), total: formatBytes(total) };
+    setStatus(total ? "status.downloading" : "status.downloading_unknown", vars, total ? fraction : null);
   } else if (stage === "loading_model") {
-    setStatus(`Loading ${job.model} (the first use converts it once)…`, null);
+    setStatus("status.loading", { model }, null);
   } else if (stage === "upscaling" && total) {
-    setStatus(`Upscaling: tile ${done} of ${total}`, fraction);
+    setStatus("status.tiles", { done, total }, fraction);
   } else if (stage === "encoding") {
-    setStatus("Saving the result…", 1);
+    setStatus("status.encoding", {}, 1);
   } else if (job.status === "running") {
-    setStatus("Upscaling…", null);
+    setStatus("status.running", {}, null);
   }
 }
 
 async function showResult(job, seconds) {
-  setStatus("Fetching the result…", 1);
+  setStatus("status.fetching", {}, 1);
   const blob = await (await api(job.result_url)).blob();
   if (state.resultUrl) URL.revokeObjectURL(state.resultUrl);
   state.resultUrl = URL.createObjectURL(blob);
   const after = $("after");
   const loaded = new Promise((resolve, reject) => {
     after.onload = resolve;
-    after.onerror = () => reject(new Error("The result could not be shown."));
+    after.onerror = () => reject(Object.assign(new Error("show"), { key: "error.show" }));
   });
   after.src = state.resultUrl;
   $("before").src = state.originalUrl;
@@ -299,7 +428,7 @@ async function showResult(job, seconds) {
   $("result-bar").hidden = false;
   const [inW, inH] = job.input_size;
   const [outW, outH] = job.output_size;
-  $("meta").textContent = `${inW}×${inH} → ${outW}×${outH} · ${job.model} · ${seconds.toFixed(1)} s`;
+  $("meta").textContent = `${inW}×${inH} → ${outW}×${outH} · ${job.model} · ${seconds.toFixed(1)}\u00a0s`;
   const stem = state.file.name.replace(/\.[^.]+$/, "") || "image";
   const download = $("download");
   download.href = state.resultUrl;
@@ -308,12 +437,13 @@ async function showResult(job, seconds) {
   notes.replaceChildren(
     ...job.notes.map((note) => {
       const item = document.createElement("li");
-      item.textContent = note;
+      item.textContent = note; // the service's own words (English), like an error's detail
+      item.lang = "en";
       return item;
     }),
   );
   notes.hidden = job.notes.length === 0;
-  setStatus("Done.", 1);
+  setStatus("status.done", {}, 1);
   // On a phone the result is below the controls: bring it into view.
   if (window.matchMedia("(max-width: 760px)").matches) {
     $("result").scrollIntoView({ behavior: "smooth", block: "start" });
@@ -323,44 +453,83 @@ async function showResult(job, seconds) {
 async function cancel() {
   state.stopped = true;
   if (!state.jobId) return;
-  setStatus("Cancelling…", null);
+  setStatus("status.cancelling", {}, null);
   try {
     await api(`/v1/jobs/${state.jobId}`, { method: "DELETE" });
   } catch (error) {
-    showError(error.message);
+    showError(failure(error));
   }
+}
+
+// -- errors: a translated sentence by code, the service's English detail below -----------
+
+function refusal(body, status) {
+  const code = body.code || body.error;
+  const vars = {
+    name: state.file ? state.file.name : "",
+    model: body.model || $("model").value || "",
+    state: body.state || "", // translated when shown, so a language switch redraws it
+    value: body.value ?? "",
+    status,
+  };
+  const key = code && has(`error.${code}`) ? `error.${code}` : "error.generic";
+  return { key, vars, detail: body.detail || "" };
+}
+
+function failure(error) {
+  if (error instanceof ServiceRefusal) return refusal(error.body, error.status);
+  if (error && error.key) return { key: error.key, vars: {} };
+  return { key: "error.no_answer", vars: { detail: error ? error.message : "" } };
 }
 
 // -- small view helpers ------------------------------------------------------------------
 
 function setRunning(running) {
   $("cancel").hidden = !running;
-  $("go").textContent = running ? "Working…" : "Upscale";
+  $("go").textContent = t(running ? "working" : "go");
   updateReady();
   if (running) $("go").disabled = true;
 }
 
-function setStatus(text, fraction) {
+function setStatus(key, vars, fraction) {
+  state.status = { key, vars, fraction };
   $("status").hidden = false;
-  $("status-text").textContent = text;
+  $("status-text").textContent = t(key, vars);
   const bar = $("progress");
   if (fraction === null) bar.removeAttribute("value");
   else bar.value = fraction;
 }
 
+function hideStatus() {
+  state.status = null;
+  $("status").hidden = true;
+}
+
 function showError(message) {
-  $("error").textContent = message;
+  state.error = message;
+  renderError();
+}
+
+function renderError() {
+  const { key, vars, detail } = state.error;
+  const shown = vars.state ? { ...vars, state: t(`state.${vars.state}`) } : vars;
+  $("error-text").textContent = t(key, shown);
+  const below = $("error-detail");
+  below.textContent = detail ? t("error.server_said", { detail }) : "";
+  below.hidden = !detail;
   $("error").hidden = false;
 }
 
 function hideError() {
+  state.error = null;
   $("error").hidden = true;
 }
 
 function formatBytes(bytes) {
-  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(bytes >= 10 << 20 ? 0 : 1)} MB`;
-  if (bytes >= 1 << 10) return `${Math.round(bytes / (1 << 10))} KB`;
-  return `${bytes} bytes`;
+  // A no-break space: a number never wraps away from its unit.
+  if (bytes >= 1 << 20) return `${(bytes / (1 << 20)).toFixed(bytes >= 10 << 20 ? 0 : 1)}\u00a0MB`;
+  if (bytes >= 1 << 10) return `${Math.round(bytes / (1 << 10))}\u00a0KB`;
+  return `${bytes}\u00a0B`;
 }
 
 init();
