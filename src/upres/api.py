@@ -24,7 +24,7 @@ import torch
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
-from upres.errors import BadInputError, OutputExistsError
+from upres.errors import BadInputError, ModelNotFoundError, OutputExistsError
 from upres.io.animation import is_animated_file, upscale_animation
 from upres.io.image import (
     Image,
@@ -204,6 +204,11 @@ class Upscaler(ImageRunner):
         fast: bool = True,
         compile: bool = False,
     ) -> None:
+        if model.card is not None and model.card.task == "face":
+            raise ModelNotFoundError(
+                f"{model.name} restores aligned faces, not whole images:"
+                f" use it with --face-enhance {model.name} (face_enhance= in the API)"
+            )
         self.model = model
         self.device = resolve_device(device)
         self.precision = card_precision(precision, model, self.device)
@@ -566,20 +571,58 @@ def load(
     denoise_strength: float | None = None,
     fast: bool = True,
     compile: bool = False,
-) -> Upscaler | Pipeline:
+    face_enhance: bool | str | None = None,
+    face_strength: float = 1.0,
+    face_min_size: float | None = None,
+    face_confidence: float | None = None,
+) -> ImageRunner:
     """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows.
 
     A list of several names or files loads a chain that runs them in order (a Pipeline).
     `denoise_strength` (0..1) sets it for models that have one (realesr-general-v3-x4).
     `fast=False` runs the checkpoint's reference modules; `compile=True` adds torch.compile.
+    `face_enhance` (True for gfpgan-v1.4, or a face model's name or file) restores the
+    faces found on each input and pastes them over the result (upres.faces), blended by
+    `face_strength` (0..1); faces under `face_min_size` px or below `face_confidence` are
+    left to the SR model.
     """
     options = {"device": device, "precision": precision, "tile": tile}
     options |= {"tile_overlap": tile_overlap, "fast": fast, "compile": compile}
-    if isinstance(name_or_path, list | tuple):
-        if len(name_or_path) != 1:
-            return load_chain(name_or_path, denoise_strength=denoise_strength, **options)
-        name_or_path = name_or_path[0]
-    return Upscaler(load_model(name_or_path, denoise_strength=denoise_strength), **options)
+    faces = face_options(face_enhance, face_strength, face_min_size, face_confidence)
+    runner: ImageRunner
+    if isinstance(name_or_path, list | tuple) and len(name_or_path) != 1:
+        runner = load_chain(name_or_path, denoise_strength=denoise_strength, **options)
+    else:
+        if isinstance(name_or_path, list | tuple):
+            name_or_path = name_or_path[0]
+        model = load_model(name_or_path, denoise_strength=denoise_strength)
+        runner = Upscaler(model, **options)
+    if faces is None:
+        return runner
+    from upres.faces.enhance import enhance
+
+    return enhance(runner, faces)
+
+
+def face_options(
+    face_enhance: bool | str | None,
+    strength: float,
+    min_size: float | None,
+    confidence: float | None,
+) -> Any:
+    """The FaceOptions `face_enhance` asks for (None: faces are not touched), checked now."""
+    if face_enhance is None or face_enhance is False:
+        return None
+    from upres.faces.enhance import FaceOptions
+
+    chosen: dict[str, Any] = {"strength": strength}
+    if isinstance(face_enhance, str):
+        chosen["model"] = face_enhance
+    if min_size is not None:
+        chosen["min_size"] = min_size
+    if confidence is not None:
+        chosen["min_confidence"] = confidence
+    return FaceOptions(**chosen)
 
 
 def load_chain(

@@ -16,6 +16,10 @@ from upres.cli.common import COMPILE, FAST, THREADS
 from upres.cli.upscale import (
     AS_JSON,
     DEVICE,
+    FACE_CONFIDENCE,
+    FACE_ENHANCE,
+    FACE_MIN_SIZE,
+    FACE_STRENGTH,
     FORMAT,
     INPUTS,
     MAX_INPUT_SIZE,
@@ -56,6 +60,7 @@ def name_problem(models: list[str], task: str) -> str | None:
 
 def task_problem(runner: ImageRunner, task: str) -> str | None:
     """Why the loaded models cannot do `task` at the same size, or None."""
+    runner = getattr(runner, "runner", runner)  # a FaceEnhancer: the models it wraps
     stages = runner.stages if isinstance(runner, Pipeline) else [runner]
     for stage in stages:
         card = stage.model.card
@@ -94,6 +99,10 @@ def register(app: typer.Typer) -> None:
         fast: bool = FAST,
         compile: bool = COMPILE,
         threads: int | None = THREADS,
+        face_enhance: str | None = FACE_ENHANCE,
+        face_strength: float = FACE_STRENGTH,
+        face_min_size: float | None = FACE_MIN_SIZE,
+        face_confidence: float | None = FACE_CONFIDENCE,
     ) -> None:
         """Denoise images or remove JPEG artefacts, keeping their size."""
         task = task or model_task(model)
@@ -122,6 +131,10 @@ def register(app: typer.Typer) -> None:
                 fast=fast,
                 compile=compile,
                 threads=threads,
+                face_enhance=face_enhance,
+                face_strength=face_strength,
+                face_min_size=face_min_size,
+                face_confidence=face_confidence,
                 check=lambda runner: task_problem(runner, task),
                 tag=lambda _runner, _factor: task,
             )

@@ -158,6 +158,28 @@ VIDEO_CODEC = typer.Option(
 CRF = typer.Option(None, "--crf", min=0, max=63, help="Video constant quality (lower is better).")
 PRESET = typer.Option(None, "--preset", help="Video encoder preset (e.g. veryfast, slow).")
 PIX_FMT = typer.Option("yuv420p", "--pix-fmt", help="Video pixel format (yuv420p plays anywhere).")
+FACE_ENHANCE = typer.Option(
+    None,
+    "--face-enhance",
+    is_flag=False,
+    flag_value="gfpgan-v1.4",
+    metavar="[MODEL]",
+    help="Restore faces with a face model (alone: gfpgan-v1.4; also gfpgan-v1.3,"
+    " restoreformer, codeformer (non-commercial licence), or a file) and paste them back.",
+)
+FACE_STRENGTH = typer.Option(
+    1.0, "--face-strength", min=0.0, max=1.0, help="0 keeps the SR faces, 1 the restored ones."
+)
+FACE_MIN_SIZE = typer.Option(
+    None, "--face-min-size", min=0.0, help="Leave faces smaller than N input px (default 24)."
+)
+FACE_CONFIDENCE = typer.Option(
+    None,
+    "--face-confidence",
+    min=0.0,
+    max=1.0,
+    help="Leave faces detected with a lower confidence (default 0.95).",
+)
 
 
 @dataclass
@@ -185,6 +207,11 @@ class Batch:
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None: UPRES_THREADS or torch's default
     video: VideoOptions = field(default_factory=VideoOptions)
+    # Face restoration (upres.faces): a face model's name, or None for none.
+    face_enhance: str | None = None
+    face_strength: float = 1.0
+    face_min_size: float | None = None
+    face_confidence: float | None = None
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
     # The NAME_TAG suffix of results written beside their inputs.
@@ -211,6 +238,10 @@ def run_batch(batch: Batch) -> NoReturn:
             denoise_strength=batch.denoise_strength,
             fast=batch.fast,
             compile=batch.compile,
+            face_enhance=batch.face_enhance,
+            face_strength=batch.face_strength,
+            face_min_size=batch.face_min_size,
+            face_confidence=batch.face_confidence,
         )
     except (UpresError, ValueError, RuntimeError) as error:
         usage_error(str(error))
@@ -283,6 +314,10 @@ def register(app: typer.Typer) -> None:
         crf: int | None = CRF,
         preset: str | None = PRESET,
         pix_fmt: str = PIX_FMT,
+        face_enhance: str | None = FACE_ENHANCE,
+        face_strength: float = FACE_STRENGTH,
+        face_min_size: float | None = FACE_MIN_SIZE,
+        face_confidence: float | None = FACE_CONFIDENCE,
     ) -> None:
         """Upscale images, videos and animations with a super-resolution model (or a chain)."""
         run_batch(
@@ -308,5 +343,9 @@ def register(app: typer.Typer) -> None:
                 compile=compile,
                 threads=threads,
                 video=VideoOptions(video_codec, crf, preset, pix_fmt),
+                face_enhance=face_enhance,
+                face_strength=face_strength,
+                face_min_size=face_min_size,
+                face_confidence=face_confidence,
             )
         )

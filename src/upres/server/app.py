@@ -171,6 +171,10 @@ def options_form(
         bool,
         Form(description="Detail reconstruction: on = restoration model, off = faithful model"),
     ] = True,
+    face: Annotated[
+        str | None,
+        Form(description="Restore faces: on (gfpgan-v1.4), off, or a face model's name"),
+    ] = None,
 ) -> Options:
     return Options(
         model=model or None,
@@ -179,6 +183,7 @@ def options_form(
         format=format,
         quality=quality,
         detail=detail,
+        face=face,
     )
 
 

@@ -36,6 +36,8 @@ def available(card: ModelCard) -> bool:
 
 
 def role_of(card: ModelCard) -> str:
+    if card.task == "face":
+        return "face"
     if card.task in FAITHFUL_TASKS:
         return "faithful"
     return "restoration" if card.task == "real-sr" else "other"
@@ -57,7 +59,39 @@ def explicit(name: str) -> Choice:
             "model_unavailable",
             f"model {card.name!r} is in the catalogue but its weights are not on this server",
         )
+    if card.task == "face":
+        raise ServiceError(
+            422, "face_model", f"{card.name!r} restores faces: send it as face={card.name}"
+        )
     return Choice(card)
+
+
+FACE_OFF = ("", "off", "false", "0", "no")
+FACE_ON = ("on", "true", "1", "yes")
+
+
+def choose_face(value: str | None) -> str | None:
+    """The `face` field: off (None), on (the default face model), or a face model's name."""
+    from upres.models.zoo.faces import DEFAULT_FACE_MODEL
+
+    wanted = (value or "").strip().lower()
+    if wanted in FACE_OFF:
+        return None
+    if wanted in FACE_ON:
+        return DEFAULT_FACE_MODEL
+    card = CATALOG.get(wanted)
+    faces = sorted(c.name for c in CATALOG.values() if c.task == "face")
+    if card is None or card.task != "face":
+        raise ServiceError(
+            422,
+            "unknown_face_model",
+            f"face must be on, off or a face model ({', '.join(faces)}), not {value!r}",
+        )
+    if not available(card):
+        raise ServiceError(
+            422, "model_unavailable", f"face model {card.name!r} is not on this server"
+        )
+    return card.name
 
 
 def for_scale(card: ModelCard, scale: float | None) -> ModelCard:

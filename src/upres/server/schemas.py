@@ -16,6 +16,7 @@ class Options(BaseModel):
     format: str
     quality: int | None
     detail: bool
+    face: str | None = None  # a face model's name (upres.faces), or None
 
 
 class ProgressBody(BaseModel):
@@ -30,6 +31,7 @@ class JobBody(BaseModel):
     status: str
     model: str
     detail: bool
+    face: str | None = None
     scale: float
     sharpen: float
     format: str
