@@ -32,6 +32,7 @@ from upres.cli.upscale import (
     TILE,
     TILE_OVERLAP,
     Batch,
+    FaceFlagCommand,
     run_batch,
     usage_error,
 )
@@ -72,7 +73,7 @@ def task_problem(runner: ImageRunner, task: str) -> str | None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("restore")
+    @app.command("restore", cls=FaceFlagCommand)
     def restore(
         inputs: list[str] = INPUTS,
         task: str | None = typer.Option(

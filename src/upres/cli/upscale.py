@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+import click
 import typer
 from rich.progress import (
     BarColumn,
@@ -17,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperCommand
 
 from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
@@ -161,12 +163,41 @@ PIX_FMT = typer.Option("yuv420p", "--pix-fmt", help="Video pixel format (yuv420p
 FACE_ENHANCE = typer.Option(
     None,
     "--face-enhance",
-    is_flag=False,
-    flag_value="gfpgan-v1.4",
     metavar="[MODEL]",
     help="Restore faces with a face model (alone: gfpgan-v1.4; also gfpgan-v1.3,"
     " restoreformer, codeformer (non-commercial licence), or a file) and paste them back.",
 )
+
+
+class FaceFlagCommand(TyperCommand):
+    """Lets `--face-enhance` stand without a value (the default face model), as
+    Real-ESRGAN's flag does: typer has no options whose value is optional."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_default_face_model(args))
+
+
+def with_default_face_model(args: list[str]) -> list[str]:
+    """`--face-enhance` followed by anything but a face model's name or a checkpoint file
+    (an option, an input image, nothing) means `--face-enhance=gfpgan-v1.4`."""
+    from upres.models.catalog import CATALOG
+    from upres.models.loader import CHECKPOINT_SUFFIXES
+    from upres.models.zoo.faces import DEFAULT_FACE_MODEL
+
+    rewritten = list(args)
+    for index, arg in enumerate(args):
+        if arg != "--face-enhance":
+            continue
+        following = args[index + 1] if index + 1 < len(args) else ""
+        card = CATALOG.get(following.lower())
+        names_a_model = (card is not None and card.task == "face") or Path(
+            following
+        ).suffix.lower() in CHECKPOINT_SUFFIXES
+        if not names_a_model:
+            rewritten[index] = f"--face-enhance={DEFAULT_FACE_MODEL}"
+    return rewritten
+
+
 FACE_STRENGTH = typer.Option(
     1.0, "--face-strength", min=0.0, max=1.0, help="0 keeps the SR faces, 1 the restored ones."
 )
@@ -277,7 +308,7 @@ def usage_error(message: str) -> NoReturn:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("upscale")
+    @app.command("upscale", cls=FaceFlagCommand)
     def upscale(
         inputs: list[str] = INPUTS,
         output: Path | None = OUTPUT,
