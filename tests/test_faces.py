@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -384,3 +386,35 @@ def test_face_enhance_takes_a_model_only_when_one_follows() -> None:
     assert with_default_face_model(["--face-enhance", "--json"]) == [default, "--json"]
     for model in ("codeformer", "GFPGAN-v1.3", "mine.safetensors", "x/y.pth"):
         assert with_default_face_model(["--face-enhance", model]) == ["--face-enhance", model]
+
+
+# -- the service -------------------------------------------------------------------------
+
+
+def test_the_service_restores_faces_when_asked(
+    release_server, monkeypatch: pytest.MonkeyPatch, face_file: Path, tmp_path: Path
+) -> None:
+    import httpx
+
+    from server_support import fast_config, live_server
+
+    base, files = release_server
+    serve_card(monkeypatch, files, base, "gfpgan-v1.4", face_file.read_bytes())
+    assert ROOT is not None
+    upload = {"file": ("woman.png", (ROOT / "Set5/HR/woman.png").read_bytes(), "image/png")}
+    with live_server(fast_config(tmp_path / "data")) as url, httpx.Client(base_url=url) as client:
+        refused = client.post("/v1/jobs", files=upload, data={"face": "no-such-face"})
+        assert refused.status_code == 422 and refused.json()["error"] == "unknown_face_model"
+        refused = client.post("/v1/jobs", files=upload, data={"model": "gfpgan-v1.4"})
+        assert refused.status_code == 422 and refused.json()["error"] == "face_model"
+        job = client.post("/v1/jobs", files=upload, data={"face": "on", "scale": "2"}).json()
+        assert job["face"] == "gfpgan-v1.4"
+        for _ in range(600):
+            job = client.get(f"/v1/jobs/{job['id']}").json()
+            if job["status"] not in ("queued", "running"):
+                break
+            time.sleep(0.2)
+        assert job["status"] == "done", job
+        assert "1 face(s) restored with gfpgan-v1.4" in job["notes"]
+        result = client.get(job["result_url"])
+        assert PILImage.open(io.BytesIO(result.content)).size == (456, 688)
