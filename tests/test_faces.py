@@ -192,6 +192,7 @@ def test_a_random_gfpgan_keeps_size_mode_alpha_and_metadata(
     assert np.array_equal(result.pixels[weights == 0], plain.pixels[weights == 0])
     assert not np.array_equal(result.pixels[weights == 1], plain.pixels[weights == 1])
     assert "1 face(s) restored with gfpgan-random" in report.notes
+    assert random_gfpgan.signed  # GFPGAN works in [-1, 1]: the restorer maps to and fro
 
 
 def test_grey_and_pil_inputs_come_back_in_their_own_mode(
@@ -418,3 +419,22 @@ def test_the_service_restores_faces_when_asked(
         assert "1 face(s) restored with gfpgan-v1.4" in job["notes"]
         result = client.get(job["result_url"])
         assert PILImage.open(io.BytesIO(result.content)).size == (456, 688)
+
+
+@pytest.mark.slow  # three 300 MB random networks: about 45 s
+@pytest.mark.parametrize(
+    ("family", "signed"), [("GFPGAN", True), ("RestoreFormer", False), ("CodeFormer", True)]
+)
+def test_each_face_architecture_loads_through_spandrel(
+    family: str, signed: bool, tmp_path: Path
+) -> None:
+    """Random networks of each catalogued family, saved like the release files."""
+    from spandrel.architectures.RestoreFormer import RestoreFormer
+    from spandrel_extra_arches.architectures.CodeFormer import CodeFormer
+
+    torch.manual_seed(0)
+    network = {"GFPGAN": GFPGAN, "RestoreFormer": RestoreFormer, "CodeFormer": CodeFormer}[family]()
+    path = tmp_path / f"{family}.pth"
+    torch.save({"params_ema": network.state_dict()}, path)
+    restorer = load_restorer(str(path), torch.device("cpu"))
+    assert restorer.descriptor.architecture.id == family and restorer.signed is signed
