@@ -103,3 +103,16 @@ def test_small_and_unsure_faces_are_left_out(detector: FaceDetector) -> None:
     # An eighth of the size: the face is about 20 px, under the default minimum.
     small = np.asarray(Image.fromarray(image).resize((28, 43), Image.Resampling.LANCZOS))
     assert detector.detect(small, min_size=DEFAULT_MIN_SIZE) == []
+
+
+def test_a_large_photo_is_searched_on_a_smaller_copy(detector: FaceDetector) -> None:
+    image = rgb("Set14/HR/man.png")
+    big = np.asarray(Image.fromarray(image).resize((2560, 2560), Image.Resampling.BICUBIC))
+    faces = detect_array(detector, big)
+    assert len(faces) == 1
+    expected = np.array(HAND_MEASURED["Set14/HR/man.png"], np.float32) * 5 + 2
+    assert np.hypot(*(faces[0].landmarks - expected).T).max() <= TOLERANCE_PX * 5
+
+
+def detect_array(detector: FaceDetector, pixels: np.ndarray):
+    return detector.detect(pixels, min_size=DEFAULT_MIN_SIZE, min_confidence=0.9)
