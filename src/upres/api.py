@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -39,6 +39,9 @@ from upres.io.image import (
 )
 from upres.io.video import VideoOptions, is_video_file, upscale_video
 from upres.models.loader import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from upres.faces.enhance import FaceOptions
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
 
@@ -609,7 +612,7 @@ def face_options(
     strength: float,
     min_size: float | None,
     confidence: float | None,
-) -> Any:
+) -> FaceOptions | None:
     """The FaceOptions `face_enhance` asks for (None: faces are not touched), checked now."""
     if face_enhance is None or face_enhance is False:
         return None
