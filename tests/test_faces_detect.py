@@ -111,6 +111,7 @@ def test_small_and_unsure_faces_are_left_out(detector: FaceDetector) -> None:
     assert detector.detect(small, min_size=DEFAULT_MIN_SIZE) == []
 
 
+@pytest.mark.slow  # a 2560 px search: about 25 s on a busy 2-core CPU
 def test_a_large_photo_is_searched_on_a_smaller_copy(detector: FaceDetector) -> None:
     image = rgb("Set14/HR/man.png")
     big = np.asarray(Image.fromarray(image).resize((2560, 2560), Image.Resampling.BICUBIC))
