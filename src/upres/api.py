@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -24,7 +24,7 @@ import torch
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
-from upres.errors import BadInputError, OutputError
+from upres.errors import BadInputError, ModelNotFoundError, OutputError
 from upres.io.animation import upscale_animation
 from upres.io.frames import FrameUpscaler, MediaReport
 from upres.io.image import (
@@ -43,6 +43,9 @@ from upres.io.video import VideoOptions, upscale_video
 from upres.models.loader import LoadedModel, load_model
 from upres.preflight import ANIMATION, VIDEO, check_input
 from upres.request import NO_TILING, UpscaleRequest, check_output_size, downsized, parse_tile
+
+if TYPE_CHECKING:
+    from upres.faces.enhance import FaceOptions
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
 
@@ -301,6 +304,11 @@ class Upscaler(ImageRunner):
         fast: bool = True,
         compile: bool = False,
     ) -> None:
+        if model.card is not None and model.card.task == "face":
+            raise ModelNotFoundError(
+                f"{model.name} restores aligned faces, not whole images:"
+                f" use it with --face-enhance {model.name} (face_enhance= in the API)"
+            )
         self.model = model
         self.device = resolve_device(device)
         self.precision = card_precision(precision, model, self.device)
@@ -709,7 +717,11 @@ def load(
     denoise_strength: float | None = None,
     fast: bool = True,
     compile: bool = False,
-) -> Upscaler | Pipeline:
+    face_enhance: bool | str | None = None,
+    face_strength: float = 1.0,
+    face_min_size: float | None = None,
+    face_confidence: float | None = None,
+) -> ImageRunner:
     """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows.
 
     A list of several names or files loads a chain that runs them in order (a Pipeline).
@@ -717,6 +729,10 @@ def load(
     `fast=False` runs the checkpoint's reference modules; `compile=True` adds torch.compile.
     `tile`: "auto"/None (planned from free memory), 0 (the whole image as one tile) or a
     size of at least 32 pixels. A bad option raises RequestError before anything loads.
+    `face_enhance` (True for gfpgan-v1.4, or a face model's name or file) restores the
+    faces found on each input and pastes them over the result (upres.faces), blended by
+    `face_strength` (0..1); faces under `face_min_size` px or below `face_confidence` are
+    left to the SR model.
     """
     # The same rules and messages as every other surface, before any weights are read.
     checked = UpscaleRequest(
@@ -728,11 +744,41 @@ def load(
     )
     options = {"device": checked.device, "precision": checked.precision, "tile": checked.tile}
     options |= {"tile_overlap": checked.tile_overlap, "fast": fast, "compile": compile}
-    if isinstance(name_or_path, list | tuple):
-        if len(name_or_path) != 1:
-            return load_chain(name_or_path, denoise_strength=denoise_strength, **options)
-        name_or_path = name_or_path[0]
-    return Upscaler(load_model(name_or_path, denoise_strength=denoise_strength), **options)
+    faces = face_options(face_enhance, face_strength, face_min_size, face_confidence)
+    runner: ImageRunner
+    if isinstance(name_or_path, list | tuple) and len(name_or_path) != 1:
+        runner = load_chain(name_or_path, denoise_strength=denoise_strength, **options)
+    else:
+        if isinstance(name_or_path, list | tuple):
+            name_or_path = name_or_path[0]
+        model = load_model(name_or_path, denoise_strength=denoise_strength)
+        runner = Upscaler(model, **options)
+    if faces is None:
+        return runner
+    from upres.faces.enhance import enhance
+
+    return enhance(runner, faces)
+
+
+def face_options(
+    face_enhance: bool | str | None,
+    strength: float,
+    min_size: float | None,
+    confidence: float | None,
+) -> FaceOptions | None:
+    """The FaceOptions `face_enhance` asks for (None: faces are not touched), checked now."""
+    if face_enhance is None or face_enhance is False:
+        return None
+    from upres.faces.enhance import FaceOptions
+
+    chosen: dict[str, Any] = {"strength": strength}
+    if isinstance(face_enhance, str):
+        chosen["model"] = face_enhance
+    if min_size is not None:
+        chosen["min_size"] = min_size
+    if confidence is not None:
+        chosen["min_confidence"] = confidence
+    return FaceOptions(**chosen)
 
 
 def load_chain(

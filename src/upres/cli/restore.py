@@ -17,6 +17,10 @@ from upres.cli.upscale import (
     ALPHA,
     AS_JSON,
     DEVICE,
+    FACE_CONFIDENCE,
+    FACE_ENHANCE,
+    FACE_MIN_SIZE,
+    FACE_STRENGTH,
     FORMAT,
     INPUTS,
     MAX_INPUT_PIXELS,
@@ -32,6 +36,7 @@ from upres.cli.upscale import (
     TILE,
     TILE_OVERLAP,
     Batch,
+    FaceFlagCommand,
     run_batch,
     usage_error,
 )
@@ -60,6 +65,7 @@ def name_problem(models: list[str], task: str) -> str | None:
 
 def task_problem(runner: ImageRunner, task: str) -> str | None:
     """Why the loaded models cannot do `task` at the same size, or None."""
+    runner = getattr(runner, "runner", runner)  # a FaceEnhancer: the models it wraps
     stages = runner.stages if isinstance(runner, Pipeline) else [runner]
     for stage in stages:
         card = stage.model.card
@@ -71,7 +77,7 @@ def task_problem(runner: ImageRunner, task: str) -> str | None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("restore")
+    @app.command("restore", cls=FaceFlagCommand)
     def restore(
         inputs: list[str] = INPUTS,
         task: str | None = typer.Option(
@@ -102,6 +108,10 @@ def register(app: typer.Typer) -> None:
         fast: bool = FAST,
         compile: bool = COMPILE,
         threads: int | None = THREADS,
+        face_enhance: str | None = FACE_ENHANCE,
+        face_strength: float = FACE_STRENGTH,
+        face_min_size: float | None = FACE_MIN_SIZE,
+        face_confidence: float | None = FACE_CONFIDENCE,
     ) -> None:
         """Denoise images or remove JPEG artefacts, keeping their size."""
         task = task or model_task(model)
@@ -134,6 +144,10 @@ def register(app: typer.Typer) -> None:
                 fast=fast,
                 compile=compile,
                 threads=threads,
+                face_enhance=face_enhance,
+                face_strength=face_strength,
+                face_min_size=face_min_size,
+                face_confidence=face_confidence,
                 check=lambda runner: task_problem(runner, task),
                 task_tag=task,
             )

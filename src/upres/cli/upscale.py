@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+import click
 import typer
 from rich.progress import (
     BarColumn,
@@ -17,6 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from typer.core import TyperCommand
 
 from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
@@ -211,6 +213,57 @@ VIDEO_CODEC = typer.Option(
 CRF = typer.Option(None, "--crf", help="Video constant quality, 0..63 (lower is better).")
 PRESET = typer.Option(None, "--preset", help="Video encoder preset (e.g. veryfast, slow).")
 PIX_FMT = typer.Option("yuv420p", "--pix-fmt", help="Video pixel format (yuv420p plays anywhere).")
+FACE_ENHANCE = typer.Option(
+    None,
+    "--face-enhance",
+    metavar="[MODEL]",
+    help="Restore faces with a face model (alone: gfpgan-v1.4; also gfpgan-v1.3,"
+    " restoreformer, codeformer (non-commercial licence), or a file) and paste them back.",
+)
+
+
+class FaceFlagCommand(TyperCommand):
+    """Lets `--face-enhance` stand without a value (the default face model), as
+    Real-ESRGAN's flag does: typer has no options whose value is optional."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, with_default_face_model(args))
+
+
+def with_default_face_model(args: list[str]) -> list[str]:
+    """`--face-enhance` followed by anything but a face model's name or a checkpoint file
+    (an option, an input image, nothing) means `--face-enhance=gfpgan-v1.4`."""
+    from upres.models.catalog import CATALOG
+    from upres.models.loader import CHECKPOINT_SUFFIXES
+    from upres.models.zoo.faces import DEFAULT_FACE_MODEL
+
+    rewritten = list(args)
+    for index, arg in enumerate(args):
+        if arg != "--face-enhance":
+            continue
+        following = args[index + 1] if index + 1 < len(args) else ""
+        card = CATALOG.get(following.lower())
+        names_a_model = (card is not None and card.task == "face") or Path(
+            following
+        ).suffix.lower() in CHECKPOINT_SUFFIXES
+        if not names_a_model:
+            rewritten[index] = f"--face-enhance={DEFAULT_FACE_MODEL}"
+    return rewritten
+
+
+FACE_STRENGTH = typer.Option(
+    1.0, "--face-strength", min=0.0, max=1.0, help="0 keeps the SR faces, 1 the restored ones."
+)
+FACE_MIN_SIZE = typer.Option(
+    None, "--face-min-size", min=0.0, help="Leave faces smaller than N input px (default 24)."
+)
+FACE_CONFIDENCE = typer.Option(
+    None,
+    "--face-confidence",
+    min=0.0,
+    max=1.0,
+    help="Leave faces detected with a lower confidence (default 0.95).",
+)
 
 
 @dataclass
@@ -245,6 +298,11 @@ class Batch:
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None: UPRES_THREADS or torch's default
     video: VideoRequest = field(default_factory=VideoRequest)
+    # Face restoration (upres.faces): a face model's name, or None for none.
+    face_enhance: str | None = None
+    face_strength: float = 1.0
+    face_min_size: float | None = None
+    face_confidence: float | None = None
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
     # The NAME_TAG of results written beside their inputs when --suffix is not given;
@@ -347,6 +405,10 @@ def load_runner(batch: Batch, request: UpscaleRequest) -> ImageRunner:
             denoise_strength=request.denoise_strength,
             fast=batch.fast,
             compile=batch.compile,
+            face_enhance=batch.face_enhance,
+            face_strength=batch.face_strength,
+            face_min_size=batch.face_min_size,
+            face_confidence=batch.face_confidence,
         )
     except ModelUnavailableError as error:
         print_error(str(error))
@@ -367,7 +429,7 @@ def usage_error(message: str) -> NoReturn:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("upscale")
+    @app.command("upscale", cls=FaceFlagCommand)
     def upscale(
         inputs: list[str] = INPUTS,
         output: Path | None = OUTPUT,
@@ -412,6 +474,10 @@ def register(app: typer.Typer) -> None:
         crf: int | None = CRF,
         preset: str | None = PRESET,
         pix_fmt: str = PIX_FMT,
+        face_enhance: str | None = FACE_ENHANCE,
+        face_strength: float = FACE_STRENGTH,
+        face_min_size: float | None = FACE_MIN_SIZE,
+        face_confidence: float | None = FACE_CONFIDENCE,
     ) -> None:
         """Upscale images, videos and animations with a super-resolution model (or a chain).
 
@@ -449,5 +515,9 @@ def register(app: typer.Typer) -> None:
                 compile=compile,
                 threads=threads,
                 video=VideoRequest(video_codec, crf, preset, pix_fmt),
+                face_enhance=face_enhance,
+                face_strength=face_strength,
+                face_min_size=face_min_size,
+                face_confidence=face_confidence,
             )
         )

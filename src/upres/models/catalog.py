@@ -12,7 +12,8 @@ from typing import Literal
 from upres.errors import ModelNotFoundError
 from upres.models.sources import Source
 
-Task = Literal["sr", "real-sr", "denoise", "jpeg", "compressed-sr"]
+# "face": a face restorer for aligned 512x512 crops (upres.faces), never an image model.
+Task = Literal["sr", "real-sr", "denoise", "jpeg", "compressed-sr", "face"]
 
 DEFAULT_MODEL = "realesrgan-x4plus"
 
@@ -51,6 +52,8 @@ class ModelCard:
     # A second weight set that `denoise_strength` interpolates with this one (by name).
     blend_with: str | None = None
     default_denoise_strength: float | None = None
+    # Architectures spandrel keeps in its opt-in `spandrel_extra_arches` package.
+    extra_arches: bool = False
 
 
 CATALOG: dict[str, ModelCard] = {}

@@ -179,6 +179,10 @@ def options_form(
         int | None, Form(description="Exact length of the result's longer side")
     ] = None,
     alpha: Annotated[str, Form(description="model or bicubic: how alpha is upscaled")] = "model",
+    face: Annotated[
+        str | None,
+        Form(description="Restore faces: on (gfpgan-v1.4), off, or a face model's name"),
+    ] = None,
 ) -> Options:
     # The ranges are the request's (upres.request), checked at intake with its messages.
     return Options(
@@ -192,6 +196,7 @@ def options_form(
         height=height,
         long_side=long_side,
         alpha=alpha,
+        face=face,
     )
 
 

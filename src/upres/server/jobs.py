@@ -70,6 +70,7 @@ class JobSpec(BaseModel):
     format: str = "png"
     quality: int | None = None
     detail: bool = True
+    face: str | None = None  # face model restoring the faces (upres.faces), or None
     max_input_size: int = 0
     input_name: str = "upload"
     input_size: tuple[int, int]

@@ -60,6 +60,8 @@ def not_ready(state: ModelState) -> ServiceError:
 
 
 def role_of(card: ModelCard) -> str:
+    if card.task == "face":
+        return "face"
     if card.task in FAITHFUL_TASKS:
         return "faithful"
     return "restoration" if card.task == "real-sr" else "other"
@@ -74,9 +76,41 @@ def explicit(name: str, config: ServeConfig) -> Choice:
         )
     if not usable(state, config):
         raise not_ready(state)
+    if state.card is not None and state.card.task == "face":
+        raise ServiceError(
+            422,
+            "face_model",
+            f"{state.card.name!r} restores faces: send it as face={state.card.name}",
+        )
     if state.card is not None:
         return Choice.of(state.card)
     return Choice(state.name, state.scale or 1)
+
+
+FACE_OFF = ("", "off", "false", "0", "no")
+FACE_ON = ("on", "true", "1", "yes")
+
+
+def choose_face(value: str | None, config: ServeConfig | None = None) -> str | None:
+    """The `face` field: off (None), on (the default face model), or a face model's name."""
+    from upres.models.zoo.faces import DEFAULT_FACE_MODEL
+
+    wanted = (value or "").strip().lower()
+    if wanted in FACE_OFF:
+        return None
+    if wanted in FACE_ON:
+        return DEFAULT_FACE_MODEL
+    card = CATALOG.get(wanted)
+    faces = sorted(c.name for c in CATALOG.values() if c.task == "face")
+    if card is None or card.task != "face":
+        raise ServiceError(
+            422,
+            "unknown_face_model",
+            f"face must be on, off or a face model ({', '.join(faces)}), not {value!r}",
+        )
+    if not available(card, config):
+        raise not_ready(of_card(card))
+    return card.name
 
 
 def is_plain_name(name: str) -> bool:

@@ -20,6 +20,7 @@ class Options(BaseModel):
     height: int | None = None
     long_side: int | None = None
     alpha: str = "model"
+    face: str | None = None  # a face model's name (upres.faces), or None
 
 
 class ProgressBody(BaseModel):
@@ -34,6 +35,7 @@ class JobBody(BaseModel):
     status: str
     model: str
     detail: bool
+    face: str | None = None
     scale: float
     sharpen: float
     format: str

@@ -35,7 +35,7 @@ from upres.server.jobs import (
 )
 from upres.server.limits import ServiceError
 from upres.server.metrics import Metrics
-from upres.server.models import choose, restoration
+from upres.server.models import choose, choose_face, restoration
 from upres.server.schemas import JobBody, Options, ProgressBody
 from upres.server.worker import CompletionHub, ModelCache, WorkerPool
 
@@ -146,6 +146,7 @@ class Service:
             status=status,
             model=record.model_used or spec.model,
             detail=spec.detail,
+            face=spec.face,
             scale=spec.scale,
             sharpen=spec.sharpen,
             format=spec.format,
@@ -216,6 +217,7 @@ def intake(data: bytes, name: str, options: Options, config: ServeConfig, *, syn
         format=animation or ("jpg" if options.format == "jpeg" else options.format),
         quality=request.quality,
         detail=options.detail,
+        face=choose_face(options.face, config),
         max_input_size=config.max_input_size,
         input_name=name,
         input_size=size,

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from upres.api import Upscaler, UpscaleReport, load
+from upres.api import ImageRunner, Upscaler, UpscaleReport, load
 from upres.engine.plan import resolve_device
 from upres.errors import BadInputError, ModelNotFoundError, OutOfMemoryError, UpresError
 from upres.io.image import atomic_write, decode_bytes, encode_bytes
@@ -40,14 +40,15 @@ class ModelCache:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.device = str(resolve_device(config.device))
-        self._models: OrderedDict[tuple[str, str], Upscaler] = OrderedDict()
+        self._models: OrderedDict[tuple[str, str], ImageRunner] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], threading.Lock] = {}
         self._failed: dict[tuple[str, str], tuple[float, UpresError]] = {}
 
-    def get(self, name: str) -> Upscaler:
+    def get(self, name: str, face: str | None = None) -> ImageRunner:
         target = served_target(name, self.config)  # a models-folder name: its file
-        key = (name, self.device, version_of(target))
+        # A model with face restoration is its own entry: the plain one stays shareable.
+        key = (name if face is None else f"{name}+{face}", self.device, version_of(target))
         with self._lock:
             if key in self._models:
                 self._models.move_to_end(key)
@@ -67,6 +68,7 @@ class ModelCache:
                     device=self.device,
                     precision=self.config.precision,
                     tile=int(tile) if tile and tile.isdigit() else tile,
+                    face_enhance=face,
                 )
             except UpresError as error:
                 with self._lock:
@@ -236,12 +238,12 @@ class WorkerPool:
             if self.on_finished is not None:
                 self.on_finished(job, status, seconds)
 
-    def _model_for(self, job: JobRecord) -> tuple[Upscaler, list[str]]:
+    def _model_for(self, job: JobRecord) -> tuple[ImageRunner, list[str]]:
         """The job's model, or its fallback (with a note saying why) if it cannot be had."""
         spec = job.spec
         try:
             self._download_if_needed(job)
-            return self.models.get(spec.model), []
+            return self.models.get(spec.model, spec.face), []
         except UpresError as error:
             if not spec.fallback_model or spec.fallback_model == spec.model:
                 raise
@@ -249,7 +251,7 @@ class WorkerPool:
                 "model %s unavailable (%s); using %s", spec.model, error, spec.fallback_model
             )
             note = f"{spec.model} could not be loaded here ({error}); used {spec.fallback_model}"
-            return self.models.get(spec.fallback_model), [note]
+            return self.models.get(spec.fallback_model, spec.face), [note]
 
     def _download_if_needed(self, job: JobRecord) -> None:
         """Weights the operator lets jobs download: fetched now, bytes as the job's progress."""

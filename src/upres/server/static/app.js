@@ -328,6 +328,7 @@ function formData() {
   data.append("scale", document.querySelector("input[name=scale]:checked").value);
   data.append("sharpen", $("sharpen").value);
   data.append("detail", $("detail").checked ? "true" : "false");
+  if ($("face").checked) data.append("face", "on");
   data.append("format", "png");
   if ($("model").value) data.append("model", $("model").value);
   return data;
