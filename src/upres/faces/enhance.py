@@ -10,12 +10,12 @@ the colour pixels under a face's feathered mask change.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from upres.api import ImageRunner, UpscaleReport
-from upres.engine.run import ProgressCallback
 from upres.faces.align import aligned_face, face_transform, feather_mask, paste_face, placement
 from upres.faces.detect import Face, FaceDetector
 from upres.faces.restore import FaceRestorer
@@ -84,25 +84,11 @@ class FaceEnhancer(ImageRunner):
         )
         return [face for face in faces if usable(face, image.width, image.height)]
 
-    def upscale_image(
-        self,
-        image: Image,
-        *,
-        scale: float | None = None,
-        sharpen: float = 0.0,
-        max_input_size: int | None = None,
-        out_dtype: np.dtype | type | None = None,
-        progress: ProgressCallback | None = None,
-    ) -> tuple[Image, UpscaleReport]:
+    def upscale_image(self, image: Image, **options: Any) -> tuple[Image, UpscaleReport]:
+        """The wrapped runner's upscale (every option it takes, passed through), then the
+        faces found on the input restored and pasted over its result."""
         faces = self.find_faces(image)
-        result, report = self.runner.upscale_image(
-            image,
-            scale=scale,
-            sharpen=sharpen,
-            max_input_size=max_input_size,
-            out_dtype=out_dtype,
-            progress=progress,
-        )
+        result, report = self.runner.upscale_image(image, **options)
         self.restore_faces(image, faces, result)
         report.notes.append(f"{len(faces)} face(s) restored with {self.restorer.name}")
         return result, report

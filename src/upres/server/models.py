@@ -74,14 +74,14 @@ def explicit(name: str, config: ServeConfig) -> Choice:
         raise ServiceError(
             404, "unknown_model", f"unknown model {name!r}", extra={"available": usable_names}
         )
-    if not usable(state, config):
-        raise not_ready(state)
     if state.card is not None and state.card.task == "face":
         raise ServiceError(
             422,
             "face_model",
             f"{state.card.name!r} restores faces: send it as face={state.card.name}",
         )
+    if not usable(state, config):
+        raise not_ready(state)
     if state.card is not None:
         return Choice.of(state.card)
     return Choice(state.name, state.scale or 1)
