@@ -212,7 +212,8 @@ class Upscaler(ImageRunner):
         # fast=False runs the checkpoint's own modules, cast to the planned dtype (the
         # reference path that `upres bench` compares against).
         self.fast = fast
-        self.compile = compile and fast
+        # An ONNX graph is already one fixed program: nothing for torch.compile to trace.
+        self.compile = compile and fast and model.descriptor.architecture.id != "ONNX"
         planned = self._plan(tile)
         self.dtype = planned.dtype
         self._models: dict[torch.dtype, torch.nn.Module] = {}
