@@ -6,6 +6,7 @@ import os
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Results go to stdout (so --json stays parseable); progress and errors to stderr.
 out = Console(soft_wrap=True)
@@ -17,7 +18,8 @@ EXIT_USAGE = 2
 
 
 def print_error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    # Escaped: messages name files and extras ("upres[onnx]") that are not markup.
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
 def print_note(message: str) -> None:
