@@ -17,12 +17,11 @@ import torch
 from typer.testing import CliRunner
 
 import upres
+from conftest import PROJECT_ROOT, tiny_compact
 from upres.cli.main import app
 from upres.engine.plan import make_plan
 from upres.errors import ModelLoadError
 from upres.models.onnx import MissingOnnxRuntimeError, OnnxNetwork, probe_sides
-
-from conftest import PROJECT_ROOT, tiny_compact
 
 pytest.importorskip("onnxruntime")
 
@@ -63,9 +62,7 @@ def torch_result(network: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
         return network.eval()(x)[0].clamp(0, 1).numpy().transpose(1, 2, 0)
 
 
-def test_dynamic_graph_runs_tiled_and_agrees_with_pytorch(
-    tmp_path: Path, crop: np.ndarray
-) -> None:
+def test_dynamic_graph_runs_tiled_and_agrees_with_pytorch(tmp_path: Path, crop: np.ndarray) -> None:
     network = tiny_compact(scale=2)
     path = export(network, tmp_path / "compact.onnx", (1, 3, 32, 32), dynamic=True)
     upscaler = upres.load(path, tile=32, tile_overlap=8)

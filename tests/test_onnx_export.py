@@ -17,11 +17,10 @@ from spandrel.architectures.Swin2SR import Swin2SR
 from typer.testing import CliRunner
 
 import upres
+from conftest import PROJECT_ROOT, descriptor_of, tiny_swinir
 from upres.cli.main import app
 from upres.models.export import ExportError, export_onnx, psnr_db
 from upres.models.loader import LoadedModel, load_model
-
-from conftest import PROJECT_ROOT, descriptor_of, tiny_swinir
 
 pytest.importorskip("onnxruntime")
 
@@ -59,14 +58,12 @@ def test_dat_light_exports_a_fixed_shape_and_refuses_free_sides(
 ) -> None:
     model = load_model("dat-light-x4")
     export_and_check(model, tmp_path / "dat.onnx", real_crop, tile=48, dynamic=False)
-    with pytest.raises(ExportError, match="DAT.*built from the input size"):
+    with pytest.raises(ExportError, match=r"DAT.*built from the input size"):
         export_onnx(model, tmp_path / "dyn.onnx", tile=48, dynamic=True)
     assert not (tmp_path / "dyn.onnx").exists()
 
 
-def test_realcugan_exports_with_its_padding_built_in(
-    tmp_path: Path, real_crop: np.ndarray
-) -> None:
+def test_realcugan_exports_with_its_padding_built_in(tmp_path: Path, real_crop: np.ndarray) -> None:
     model = load_model("realcugan-se-x2")
     result = export_onnx(model, tmp_path / "cugan.onnx", tile=64, sample=real_crop)
     assert result.psnr_db >= 60 and result.scale == 2
@@ -112,9 +109,7 @@ def test_realcugan_exports_with_its_padding_built_in(
         ),
     ],
 )
-def test_every_family_exports_a_fixed_shape(
-    tmp_path: Path, real_crop: np.ndarray, network
-) -> None:
+def test_every_family_exports_a_fixed_shape(tmp_path: Path, real_crop: np.ndarray, network) -> None:
     torch.manual_seed(0)
     descriptor = descriptor_of(network())
     model = LoadedModel(descriptor, "tiny", None, tmp_path / "tiny.pth")

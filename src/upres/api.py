@@ -21,6 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from upres.engine.cores import recheck as recheck_threads
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
@@ -404,6 +405,7 @@ class Upscaler(ImageRunner):
         report: UpscaleReport,
         progress: ProgressCallback | None,
     ) -> np.ndarray:
+        recheck_threads()  # a long batch follows the machine's load (engine/cores.py)
         plan = self._plan(self.tile, image_width=pixels.shape[1])
         runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         pad = self.model.card.pre_pad if self.model.card else 0

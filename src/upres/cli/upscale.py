@@ -28,9 +28,11 @@ from upres.cli.common import (
     THREADS,
     apply_threads,
     err,
+    how_it_ran,
     out,
     print_error,
     print_note,
+    threads_note,
 )
 from upres.errors import UpresError
 from upres.io.paths import FORMAT_SUFFIX, KEPT_SUFFIXES, Job, collect_inputs, plan_jobs
@@ -97,12 +99,13 @@ def run_jobs(upscaler: ImageRunner, jobs: list[Job], options: dict) -> list[dict
     return rows
 
 
-def print_summary(rows: list[dict], as_json: bool, model: str) -> None:
+def print_summary(rows: list[dict], as_json: bool, model: str, chosen: dict | None = None) -> None:
     counts = {
         status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")
     }
     if as_json:
-        typer.echo(json.dumps({"model": model, **counts, "images": rows}, indent=2))
+        extra = {"chosen": chosen} if chosen else {}
+        typer.echo(json.dumps({"model": model, **counts, **extra, "images": rows}, indent=2))
         return
     for row in rows:
         if row["status"] == "done":
@@ -222,7 +225,7 @@ def run_batch(batch: Batch) -> NoReturn:
     if not batch.as_json:
         print_note(
             f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
-            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}"
+            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}{threads_note()}"
         )
     options = {
         "scale": batch.scale,
@@ -235,7 +238,7 @@ def run_batch(batch: Batch) -> NoReturn:
         "video": batch.video,
     }
     rows = run_jobs(runner, jobs, options)
-    print_summary(rows, batch.as_json, runner.name)
+    print_summary(rows, batch.as_json, runner.name, how_it_ran(runner))
     failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 

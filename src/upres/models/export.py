@@ -143,7 +143,8 @@ def sample_input(sample: np.ndarray | None, channels: int, height: int, width: i
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
         rng = np.random.default_rng(0)
         planes = [
-            0.5 + 0.3 * np.sin(x / (5 + 3 * c)) * np.cos(y / (7 + 2 * c))
+            0.5
+            + 0.3 * np.sin(x / (5 + 3 * c)) * np.cos(y / (7 + 2 * c))
             + 0.05 * rng.standard_normal((height, width)).astype(np.float32)
             for c in range(channels)
         ]
