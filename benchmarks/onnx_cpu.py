@@ -12,6 +12,8 @@ and SwinIR-M (random weights) on a crop of Set14 `comic`, in one process, rounds
   ORT fp32        the same network exported by `upres export` and run by ONNX Runtime
                   (CUDA provider with --device cuda, where onnxruntime-gpu is installed)
   stock fp32      the checkpoint's reference modules (upres --no-fast)
+  upres free-cores  upres default with the threads upres picks from the cores free now
+                  (engine/cores.py), instead of `--threads`
 
 "busy": a subprocess spins on one core for the whole condition. Every engine gets the same
 `--threads`. The last column is upres default's speed over ONNX Runtime's (above 1: faster);
@@ -40,6 +42,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from upres.api import Upscaler  # noqa: E402
 from upres.bench.models import select as bench_models  # noqa: E402
+from upres.engine.cores import choose_threads  # noqa: E402
 from upres.models.export import export_onnx  # noqa: E402
 from upres.models.loader import LoadedModel, descriptor_from_state_dict, load_model  # noqa: E402
 from upres.models.onnx import open_session  # noqa: E402
@@ -124,11 +127,19 @@ def engines_for(
         export_onnx(load_network(key), graph, tile=size, dynamic=key not in TRANSFORMERS)
     session = open_session(graph, torch.device(device), threads)
     feed = {"input": np.ascontiguousarray(crop.transpose(2, 0, 1))[None]}
+
+    def with_threads(count: Callable[[], int], run: Callable[[], np.ndarray]) -> np.ndarray:
+        torch.set_num_threads(count())
+        return run()
+
+    fixed = lambda: threads  # noqa: E731
+    free = lambda: choose_threads().threads  # noqa: E731  (what upres picks by itself)
     return {
-        "upres default": lambda: default(crop),
-        "upres fp32": lambda: fp32(crop),
+        "upres default": lambda: with_threads(fixed, lambda: default(crop)),
+        "upres fp32": lambda: with_threads(fixed, lambda: fp32(crop)),
         "ORT fp32": lambda: session.run(None, feed)[0],
-        "stock fp32": lambda: stock(crop),
+        "stock fp32": lambda: with_threads(fixed, lambda: stock(crop)),
+        "upres free-cores": lambda: with_threads(free, lambda: default(crop)),
     }
 
 
@@ -146,8 +157,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device},")
     print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     header = "| model | input | machine | upres default | upres fp32 | ORT fp32 | stock fp32"
-    print(f"\n{header} | default vs ORT | default PSNR vs stock |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    print(f"\n{header} | upres free-cores | default vs ORT | default PSNR vs stock |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
         for key in args.models:
             for size in args.sizes:
