@@ -216,3 +216,32 @@ def test_cli_upscales_with_an_onnx_model(tmp_path: Path, crop: np.ndarray) -> No
     assert outcome.exit_code == 0, outcome.output
     with Image.open(tmp_path / "out.png") as result:
         assert result.size == (128, 96)
+
+
+def test_graph_with_free_channels_is_fed_colour(tmp_path: Path, crop: np.ndarray) -> None:
+    network = tiny_compact(scale=2, seed=5)
+    path = tmp_path / "free.onnx"
+    axes = {"input": {0: "n", 1: "c", 2: "h", 3: "w"}, "output": {0: "n", 1: "k", 2: "H", 3: "W"}}
+    torch.onnx.export(
+        network.eval(),
+        (torch.rand(1, 3, 16, 16),),
+        str(path),
+        input_names=["input"],
+        output_names=["output"],
+        dynamic_axes=axes,
+        dynamo=False,
+    )
+    upscaler = upres.load(path)
+    assert upscaler.model.descriptor.input_channels == 3
+    assert psnr(upscaler(crop), torch_result(network, crop)) >= 60
+
+
+class Stretches(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=(2.0, 3.0), mode="nearest")
+
+
+def test_graph_that_scales_the_sides_differently_is_refused(tmp_path: Path) -> None:
+    path = export(Stretches(), tmp_path / "stretch.onnx", (1, 3, 16, 16), dynamic=True)
+    with pytest.raises(ModelLoadError, match=r"stretch\.onnx: a 25x27 input gave output"):
+        upres.load(path)

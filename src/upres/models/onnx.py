@@ -106,9 +106,8 @@ def graph_facts(session: Any, path: Path) -> GraphFacts:
         return dim if isinstance(dim, int) and dim > 0 else None
 
     channels_last = fixed(shape[3]) in COLOUR_CHANNELS and fixed(shape[1]) not in COLOUR_CHANNELS
-    channels = fixed(shape[3] if channels_last else shape[1])
-    if channels is None:
-        raise ModelLoadError(path, f"the graph's input {shape} names no channel count")
+    # A graph that leaves even the channels free is fed colour, NCHW (what most SR graphs take).
+    channels = fixed(shape[3] if channels_last else shape[1]) or 3
     sides = shape[1:3] if channels_last else shape[2:4]
     fixed_hw = (sides[0], sides[1]) if all(fixed(side) for side in sides) else None
     return GraphFacts(
@@ -203,8 +202,9 @@ def probe_sides(multiple: int) -> tuple[int, int]:
     return multiple * count, multiple * (count + 2)
 
 
-def probe(network: OnnxNetwork, path: Path) -> tuple[int, int]:
-    """(scale, size multiple): the smallest multiple the graph runs at, and its scale there."""
+def probe(network: OnnxNetwork, path: Path) -> tuple[int, int, int]:
+    """(scale, size multiple, output channels): the smallest multiple the graph runs at,
+    and what it gives there."""
     facts = network.facts
     if facts.fixed_hw is not None:
         candidates = [facts.fixed_hw]
@@ -220,14 +220,18 @@ def probe(network: OnnxNetwork, path: Path) -> tuple[int, int]:
         except Exception as error:  # the graph refuses this size: try the next multiple
             problem = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
             continue
-        scale_h, scale_w = output.shape[2] / height, output.shape[3] / width
-        if output.ndim != 4 or scale_h != scale_w or scale_h < 1 or scale_h % 1:
+        scale_h, scale_w = (
+            (output.shape[2] / height, output.shape[3] / width)
+            if (output.ndim == 4)
+            else (0.0, 0.0)
+        )
+        if scale_h != scale_w or scale_h < 1 or scale_h % 1:
             raise ModelLoadError(
                 path,
                 f"a {height}x{width} input gave output {list(output.shape)};"
                 " upres runs graphs that scale both sides by the same whole factor",
             )
-        return int(scale_h), multiple
+        return int(scale_h), multiple, int(output.shape[1])
     raise ModelLoadError(path, f"the graph did not run on any probe size ({problem})")
 
 
@@ -249,15 +253,8 @@ def descriptor_from_onnx(
     session = open_session(path, device, threads)
     facts = graph_facts(session, path)
     network = OnnxNetwork(session, facts, path)
-    scale, multiple = probe(network, path)
+    scale, multiple, output_channels = probe(network, path)
     network.scale = scale
-    output_channels = facts.channels
-    outputs = session.get_outputs()
-    declared = outputs[0].shape if outputs else []
-    if len(declared) == 4:
-        channel_dim = declared[3] if facts.channels_last else declared[1]
-        if isinstance(channel_dim, int) and channel_dim > 0:
-            output_channels = channel_dim
     descriptor = ImageModelDescriptor(
         network,
         {},
