@@ -137,6 +137,8 @@ def test_cli_export_writes_checks_and_refuses_to_overwrite(tmp_path: Path) -> No
     assert again.exit_code == 2 and "already exists" in again.output
     bad = CliRunner().invoke(app, ["export", "-m", "no-such-model", "--onnx", str(tmp_path / "x")])
     assert bad.exit_code == 2
+    graph = CliRunner().invoke(app, ["export", "-m", str(target), "--onnx", str(tmp_path / "y")])
+    assert graph.exit_code == 2 and "already an ONNX graph" in graph.output
 
 
 @pytest.mark.slow

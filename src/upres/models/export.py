@@ -100,6 +100,8 @@ def export_onnx(
         raise ExportError(f"--tile must be at least 8 input pixels, not {tile}")
     descriptor = model.descriptor
     family = descriptor.architecture.id
+    if family == "ONNX":
+        raise ExportError(f"{model.path}: is already an ONNX graph")
     if dynamic and family in SIZE_BOUND_FAMILIES:
         raise ExportError(
             f"{model.name} ({family}) cannot be exported with free height and width:"
