@@ -16,7 +16,7 @@ and SwinIR-M (random weights) on a crop of Set14 `comic`, in one process, rounds
                   (engine/cores.py), instead of `--threads`
 
 "busy": a subprocess spins on one core for the whole condition. Every engine gets the same
-`--threads`. The last column is upres default's speed over ONNX Runtime's (above 1: faster);
+`--threads`. The ratio columns are upres's speed over ONNX Runtime's (above 1: faster);
 each row also gives upres default's PSNR against stock fp32.
 """
 
@@ -122,7 +122,8 @@ def engines_for(
     default = Upscaler(load_network(key), **options)
     fp32 = Upscaler(load_network(key), precision="fp32", **options)
     stock = Upscaler(load_network(key), precision="fp32", fast=False, **options)
-    graph = folder / f"{key}-{size}.onnx"
+    # Convolutional graphs take any size: one export serves every size.
+    graph = folder / (f"{key}-{size}.onnx" if key in TRANSFORMERS else f"{key}.onnx")
     if not graph.exists():
         export_onnx(load_network(key), graph, tile=size, dynamic=key not in TRANSFORMERS)
     session = open_session(graph, torch.device(device), threads)
@@ -151,15 +152,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--conditions", nargs="+", default=["quiet", "busy"])
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--graphs", help="Keep exported graphs in this folder (re-runs reuse).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device},")
     print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     header = "| model | input | machine | upres default | upres fp32 | ORT fp32 | stock fp32"
-    print(f"\n{header} | upres free-cores | default vs ORT | default PSNR vs stock |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    with tempfile.TemporaryDirectory() as folder:
+    ratios = "default vs ORT | free-cores vs ORT"
+    print(f"\n{header} | upres free-cores | {ratios} | default PSNR vs stock |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = args.graphs or temporary
         for key in args.models:
             for size in args.sizes:
                 engines = engines_for(key, size, args.device, args.threads, Path(folder))
@@ -170,9 +174,10 @@ def main() -> None:
                         best = best_of(engines, args.rounds)
                     cells = " | ".join(f"{best[e]:.3f}" for e in engines)
                     ratio = best["ORT fp32"] / best["upres default"]
+                    free = best["ORT fp32"] / best["upres free-cores"]
                     print(
                         f"| {key} | {size} px | {name} (load {load:.1f}) | {cells}"
-                        f" | {ratio:.2f}x | {agreement:.1f} dB |",
+                        f" | {ratio:.2f}x | {free:.2f}x | {agreement:.1f} dB |",
                         flush=True,
                     )
 
