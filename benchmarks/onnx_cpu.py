@@ -14,6 +14,7 @@ and SwinIR-M (random weights) on a crop of Set14 `comic`, in one process, rounds
   stock fp32      the checkpoint's reference modules (upres --no-fast)
   upres free-cores  upres default with the threads upres picks from the cores free now
                   (engine/cores.py), instead of `--threads`
+  ORT free-cores  ONNX Runtime with that same thread count (chosen when the session opens)
 
 "busy": a subprocess spins on one core for the whole condition. Every engine gets the same
 `--threads`. The ratio columns are upres's speed over ONNX Runtime's (above 1: faster);
@@ -127,6 +128,8 @@ def engines_for(
     if not graph.exists():
         export_onnx(load_network(key), graph, tile=size, dynamic=key not in TRANSFORMERS)
     session = open_session(graph, torch.device(device), threads)
+    # ONNX Runtime fixes its threads per session: one more, sized as upres sizes its own.
+    session_free = open_session(graph, torch.device(device), choose_threads().threads)
     feed = {"input": np.ascontiguousarray(crop.transpose(2, 0, 1))[None]}
 
     def with_threads(count: Callable[[], int], run: Callable[[], np.ndarray]) -> np.ndarray:
@@ -141,6 +144,7 @@ def engines_for(
         "ORT fp32": lambda: session.run(None, feed)[0],
         "stock fp32": lambda: with_threads(fixed, lambda: stock(crop)),
         "upres free-cores": lambda: with_threads(free, lambda: default(crop)),
+        "ORT free-cores": lambda: session_free.run(None, feed)[0],
     }
 
 
@@ -159,9 +163,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device},")
     print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     header = "| model | input | machine | upres default | upres fp32 | ORT fp32 | stock fp32"
-    ratios = "default vs ORT | free-cores vs ORT"
-    print(f"\n{header} | upres free-cores | {ratios} | default PSNR vs stock |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    ratios = "default vs ORT | free-cores vs ORT free-cores"
+    print(f"\n{header} | upres free-cores | ORT free-cores | {ratios} | default PSNR vs stock |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.graphs or temporary
         for key in args.models:
@@ -174,7 +178,7 @@ def main() -> None:
                         best = best_of(engines, args.rounds)
                     cells = " | ".join(f"{best[e]:.3f}" for e in engines)
                     ratio = best["ORT fp32"] / best["upres default"]
-                    free = best["ORT fp32"] / best["upres free-cores"]
+                    free = best["ORT free-cores"] / best["upres free-cores"]
                     print(
                         f"| {key} | {size} px | {name} (load {load:.1f}) | {cells}"
                         f" | {ratio:.2f}x | {free:.2f}x | {agreement:.1f} dB |",
