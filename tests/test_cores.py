@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -77,20 +76,15 @@ def test_threads_follow_the_free_cores(
     assert ("shared by 2 workers" in choice.reason) == (workers == 2)
 
 
-def spin(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
-
-
 def test_a_spinning_process_is_seen_as_busy() -> None:
-    spinner = multiprocessing.get_context("spawn").Process(target=spin, args=(5.0,))
-    spinner.start()
+    code = "import time\nend = time.monotonic() + 6\nwhile time.monotonic() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-S", "-c", code])
     try:
-        time.sleep(1.0)  # the spawned interpreter starts, then spins
+        time.sleep(1.0)  # the interpreter starts, then spins
         busy = cores.busy_cores_elsewhere(cores.usable_cores(), sample_seconds=0.5)
     finally:
-        spinner.join()
+        spinner.kill()
+        spinner.wait()
     assert busy >= 0.7
 
 
