@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,12 @@ def isolated_cache(
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "upres-cache"))
     for knob in ("UPRES_TILE_SIZE", "UPRES_MAX_INPUT_SIZE", "UPRES_PRECISION"):
         monkeypatch.delenv(knob, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_governor_left_behind() -> Iterator[None]:
+    """A CLI run in-process sets up the process's thread governor; later tests start without."""
+    yield
+    from upres.engine import cores
+
+    cores._governor = None
