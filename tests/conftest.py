@@ -116,3 +116,12 @@ def bird(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("page-input") / "bird-crop.png"
     Image.fromarray(np.ascontiguousarray(pixels)).save(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_thread_governor_left_behind() -> Iterator[None]:
+    """A CLI run in-process sets up the process's thread governor; later tests start without."""
+    yield
+    from upres.engine import cores
+
+    cores._governor = None

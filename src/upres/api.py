@@ -21,6 +21,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from upres.engine.cores import recheck as recheck_threads
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
@@ -319,7 +320,8 @@ class Upscaler(ImageRunner):
         # fast=False runs the checkpoint's own modules, cast to the planned dtype (the
         # reference path that `upres bench` compares against).
         self.fast = fast
-        self.compile = compile and fast
+        # An ONNX graph is already one fixed program: nothing for torch.compile to trace.
+        self.compile = compile and fast and model.descriptor.architecture.id != "ONNX"
         planned = self._plan(None if self.tile == NO_TILING else self.tile)
         self.dtype = planned.dtype
         self._models: dict[torch.dtype, torch.nn.Module] = {}
@@ -521,6 +523,7 @@ class Upscaler(ImageRunner):
         report: UpscaleReport,
         progress: ProgressCallback | None,
     ) -> np.ndarray:
+        recheck_threads()  # a long batch follows the machine's load (engine/cores.py)
         # --tile 0: the whole image is one tile (the engine still halves it on out-of-memory).
         tile = max(pixels.shape[:2]) if self.tile == NO_TILING else self.tile
         plan = self._plan(tile, image_width=pixels.shape[1])

@@ -206,14 +206,14 @@ class RunnerSpec:
     fast: bool = True
     compile: bool = False
     threads: int | None = None  # torch CPU threads, set where the model loads (each Ray actor)
+    workers: int = 1  # processes sharing this machine's cores (Ray actors)
 
     def __call__(self) -> ImageRunner:
         from upres.api import load
+        from upres.engine.cores import configure
 
-        if self.threads is not None:
-            import torch
-
-            torch.set_num_threads(self.threads)
+        # An explicit count, else the cores free now split between the workers of this batch.
+        configure(self.threads, workers=self.workers)
         return load(
             list(self.models) if self.models else None,
             device=self.device,

@@ -84,6 +84,7 @@ def batch(
         fast=fast,
         compile=compile,
         threads=threads,  # set where the model loads: here, or in each Ray actor
+        workers=workers if engine == "ray" and address is None else 1,  # local actors split cores
     )
     options = ItemOptions(scale=request.scale, format=request.format, quality=request.quality)
     ray_options = _ray_options(engine, workers, gpus_per_worker, cpus_per_worker, address)

@@ -52,7 +52,7 @@ COMPILE = typer.Option(
 THREADS = typer.Option(
     None,
     "--threads",
-    help=f"Torch CPU threads (default: env {THREADS_ENV}, else torch's default).",
+    help=f"CPU threads (default: env {THREADS_ENV}, else the cores free now, re-checked).",
 )
 
 
@@ -76,14 +76,12 @@ def cpu_threads(threads: int | None) -> int | None:
     return threads
 
 
-def apply_threads(threads: int | None) -> int | None:
-    """Set torch's CPU threads before a model loads; returns the number set, or None."""
-    chosen = cpu_threads(threads)
-    if chosen is not None:
-        import torch
+def apply_threads(threads: int | None) -> int:
+    """Set torch's CPU threads before a model loads: the explicit count, else the cores free
+    now (re-checked between images); returns the number set."""
+    from upres.engine.cores import configure
 
-        torch.set_num_threads(chosen)
-    return chosen
+    return configure(cpu_threads(threads)).threads
 
 
 # -- the user's models folder (upscale, models, serve) -------------------------------------
@@ -105,3 +103,27 @@ MODELS_DIR = typer.Option(
     help="Your models folder (env UPRES_MODELS_DIR; default <user data dir>/custom):"
     " its checkpoints and ncnn pairs are models named after their files.",
 )
+
+
+def how_it_ran(runner: object) -> dict:
+    """The engine, device, precision and CPU threads chosen, with why, for --json."""
+    from upres.engine.cores import current_choice
+
+    architecture = str(getattr(runner, "architecture", ""))
+    facts: dict = {
+        "engine": "onnxruntime" if "ONNX" in architecture.split("+") else "torch",
+        "device": str(getattr(runner, "device", "")),
+        "precision": str(getattr(runner, "dtype", "")).removeprefix("torch."),
+    }
+    choice = current_choice()
+    if choice is not None:
+        facts["threads"] = choice.threads
+        facts["threads_reason"] = choice.reason
+    return facts
+
+
+def threads_note() -> str:
+    from upres.engine.cores import current_choice
+
+    choice = current_choice()
+    return "" if choice is None else f", {choice.threads} thread(s) ({choice.reason})"

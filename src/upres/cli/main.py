@@ -8,6 +8,7 @@ import upres
 from upres.cli import batch as batch_command
 from upres.cli import bench as bench_command
 from upres.cli import eval as eval_command
+from upres.cli import export as export_command
 from upres.cli import models as models_command
 from upres.cli import restore as restore_command
 from upres.cli import serve as serve_command
@@ -46,6 +47,7 @@ serve_command.register(app)
 train_command.register(app)
 batch_command.register(app)
 bench_command.register(app)
+export_command.register(app)
 
 
 def run() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from upres.cli.common import EXIT_USAGE, print_error, print_note
+from upres.cli.common import EXIT_USAGE, cpu_threads, print_error, print_note
 from upres.server.config import ENV_PREFIX, ServeConfig
 
 
@@ -136,6 +136,15 @@ def run_server(config: ServeConfig) -> None:
         raise typer.Exit(EXIT_USAGE) from None
     # uvicorn configures only its own loggers; the service's (resumed jobs, failures) too.
     logging.basicConfig(level=config.log_level.upper(), format="%(levelname)s:     %(message)s")
+    # Job workers run at once in this process: they split the free cores, not share them all.
+    from upres.engine.cores import configure
+
+    try:
+        choice = configure(cpu_threads(None), workers=config.workers)
+    except ValueError as error:  # a bad UPRES_THREADS
+        print_error(str(error))
+        raise typer.Exit(EXIT_USAGE) from None
+    print_note(f"{choice.threads} CPU thread(s) per job worker ({choice.reason})")
     print_note(f"serving on http://{config.host}:{config.port}/ (data in {config.data_dir})")
     uvicorn.run(
         create_app(config),

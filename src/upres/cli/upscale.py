@@ -33,10 +33,12 @@ from upres.cli.common import (
     apply_threads,
     cpu_threads,
     err,
+    how_it_ran,
     out,
     print_error,
     print_note,
     shown,
+    threads_note,
 )
 from upres.errors import ModelUnavailableError, RequestError, UpresError
 from upres.io.paths import InputFile, Job, collect_inputs, plan_jobs
@@ -128,12 +130,13 @@ def one_line(error: BaseException, source: Path) -> str:
     return f"{source}: {text}"
 
 
-def print_summary(rows: list[dict], as_json: bool, model: str) -> None:
+def print_summary(rows: list[dict], as_json: bool, model: str, chosen: dict | None = None) -> None:
     counts = {
         status: sum(r["status"] == status for r in rows) for status in ("done", "skipped", "failed")
     }
     if as_json:
-        typer.echo(json.dumps({"model": model, **counts, "images": rows}, indent=2))
+        extra = {"chosen": chosen} if chosen else {}
+        typer.echo(json.dumps({"model": model, **counts, **extra, "images": rows}, indent=2))
         return
     for row in rows:
         if row["status"] == "done":
@@ -382,11 +385,11 @@ def run_batch(batch: Batch) -> NoReturn:
     if not batch.as_json:
         print_note(
             f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
-            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}"
+            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}{threads_note()}"
         )
     kinds = {path: info.kind for path, info in infos.items()}
     rows = failed_rows + run_jobs(runner, jobs, request, kinds)
-    print_summary(rows, batch.as_json, runner.name)
+    print_summary(rows, batch.as_json, runner.name, how_it_ran(runner))
     failed = any(row["status"] == "failed" for row in rows) or bool(problems)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
 

@@ -239,6 +239,9 @@ def make_plan(
     image_width: int | None = None,
 ) -> Plan:
     """`batch=None` plans the number of tiles per forward pass from free memory."""
+    graph_shape = getattr(descriptor.model, "fixed_input_shape", None)
+    if graph_shape is not None:  # an ONNX graph with fixed sides: every crop is that shape
+        return fixed_graph_plan(descriptor, device, graph_shape, overlap)
     rules = size_rules(descriptor)
     dtype = choose_precision(descriptor, device, precision, autocast)
     chosen = parse_tile(tile)
@@ -265,3 +268,24 @@ def make_plan(
     if batch is None:
         batch = tiles_per_batch(descriptor, device, dtype, plan.crop_shape)
     return dataclasses.replace(plan, batch=max(1, batch))
+
+
+def fixed_graph_plan(
+    descriptor: ImageModelDescriptor,
+    device: torch.device,
+    shape: tuple[int, int],
+    overlap: int = DEFAULT_OVERLAP,
+) -> Plan:
+    """Crops of exactly the graph's (height, width), as --compile pads to one shape; the
+    context shrinks on small graphs so that each crop keeps at least half its side as core."""
+    overlap = max(0, min(overlap, min(shape) // 4))
+    tile_rows, tile = shape[0] - 2 * overlap, shape[1] - 2 * overlap
+    return Plan(
+        device=device,
+        dtype=torch.float32,  # the graph computes in the precision it was saved in
+        tile=tile,
+        overlap=overlap,
+        rules=SizeRules(multiple=1, minimum=1),
+        tile_rows=tile_rows if tile_rows != tile else None,
+        fixed_shape=True,
+    )

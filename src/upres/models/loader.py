@@ -23,6 +23,7 @@ from spandrel import (
 from upres.errors import ModelLoadError, ModelNotFoundError, ModelUnavailableError
 from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
 from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor
+from upres.models.onnx import descriptor_from_onnx, is_onnx_file
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ def load_model(
     """
     target = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     path = Path(target).expanduser()
+    if is_onnx_file(path):  # runs through ONNX Runtime (models/onnx.py)
+        if not path.is_file():
+            raise ModelLoadError(path, "no such file")
+        if denoise_strength is not None:
+            raise ValueError("denoise strength applies to a built-in model that has it")
+        return LoadedModel(descriptor_from_onnx(path), path.stem, None, path)
     if path.is_file() or path.suffix.lower() in (*CHECKPOINT_SUFFIXES, NCNN_SUFFIX):
         return load_file_model(path, denoise_strength)
     if target.lower() not in CATALOG:
