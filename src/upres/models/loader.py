@@ -22,8 +22,8 @@ from spandrel import (
 
 from upres.errors import ModelLoadError, ModelNotFoundError, ModelUnavailableError
 from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
-from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor
 from upres.models.onnx import descriptor_from_onnx, is_onnx_file
+from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor
 
 
 @dataclass(frozen=True)
