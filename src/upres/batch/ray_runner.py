@@ -1,23 +1,34 @@
-"""Run a batch on Ray Data: an actor pool, one model per actor, the same per-item function.
+"""Run a batch on Ray: a pool of actors, one model each, the same per-item function.
 
-Rows stream back to the driver as they finish, so it can write the manifest and show
-progress. A dead actor is restarted and its in-flight items retried: Ray Data gives actor
-pools `max_restarts=-1` and `max_task_retries=-1` by default (changing them needs
-`map_batches` keywords that Ray deprecates, so we keep its defaults). A retried item
-writes the same output again, atomically, and the driver records it once.
+Items go out in small chunks, a few chunks in flight per actor, taken from the driver's
+pending list as actors free up; rows come back (small dicts; the images are written by the
+workers) and the driver writes the manifest and shows progress. Ray core actors rather
+than Ray Data: a 100k-item dataset built on the driver held every item again, and its
+one-block-per-item plan cost more than the model on small images.
+
+Losing a worker (a crashed process or a whole node): the actor is restarted, on another
+node if need be (`max_restarts=-1`), and its unfinished calls are retried there
+(`max_task_retries`). A retried chunk rewrites its outputs atomically; the driver records
+each item once, from the one call that returned. A chunk whose worker keeps dying is split
+into single items, and a single item that still kills its worker becomes a failed row
+rather than taking the batch down with it.
 Ray is imported here only, and only when this engine is chosen.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable, Iterator
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from upres.api import ImageRunner
-from upres.batch.item import ItemOptions, WorkItem, process_item
+from upres.batch.item import ItemOptions, WorkItem, process_item, worker_name
+
+CHUNK_MAX = 16  # items per call: amortises a call's ~ms overhead, small enough to balance
+CHUNKS_IN_FLIGHT = 2  # per actor: the next chunk is already there when one finishes
+TASK_RETRIES = 3  # re-runs of a call whose worker died, before splitting or failing it
 
 
 @dataclass
@@ -30,19 +41,17 @@ class RayOptions:
 
 
 class UpscaleActor:
-    """One per Ray worker: loads the model once, then handles batches of item rows."""
+    """One per Ray worker: loads the model once, then handles chunks of items."""
 
     def __init__(self, make_runner: Callable[[], ImageRunner], options: ItemOptions) -> None:
         self.runner = make_runner()
         self.options = options
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        # Rows travel as JSON strings: one column with a fixed type, whatever they hold.
-        rows = [
-            process_item(self.runner, WorkItem(**json.loads(text)), self.options)
-            for text in batch["item"]
-        ]
-        return {"row": [json.dumps(row) for row in rows]}
+    def ready(self) -> str:
+        return worker_name()
+
+    def process(self, items: list[WorkItem]) -> list[dict[str, Any]]:
+        return [process_item(self.runner, item, self.options) for item in items]
 
 
 def ensure_ray(options: RayOptions) -> None:
@@ -54,8 +63,6 @@ def ensure_ray(options: RayOptions) -> None:
     if options.address:
         ray.init(address=options.address, **options.init_kwargs)
         return
-    import os
-
     cpus = max(os.cpu_count() or 1, int(options.workers * options.cpus_per_worker + 0.999))
     ray.init(
         num_cpus=cpus,
@@ -66,34 +73,82 @@ def ensure_ray(options: RayOptions) -> None:
     )
 
 
+def chunk_size(count: int, workers: int) -> int:
+    """Small batches still spread over every actor; large ones use full chunks."""
+    return max(1, min(CHUNK_MAX, count // (workers * CHUNKS_IN_FLIGHT * 2)))
+
+
 def run_ray(
-    items: list[WorkItem],
+    items: Sequence[WorkItem],
     make_runner: Callable[[], ImageRunner],
     options: ItemOptions,
     ray_options: RayOptions,
 ) -> Iterator[dict]:
-    """Yield one manifest row per item as each finishes (in no particular order)."""
+    """Yield one manifest row per item as each chunk finishes (in no particular order)."""
     if not items:
         return
-    if any(url.startswith("memory://") for i in items for url in (i.source, i.destination)):
+    if any(url.startswith("memory://") for url in (items[0].source, items[0].destination)):
         raise ValueError("memory:// lives in one process; Ray workers cannot see it")
-    import ray.data
+    import ray
 
     ensure_ray(ray_options)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the CLI draws its own bar from the rows
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO chatter
-    dataset = ray.data.from_items(
-        [{"item": json.dumps(item.to_dict())} for item in items],
-        override_num_blocks=len(items),  # one item per block: work spreads over all actors
-    )
-    results = dataset.map_batches(
-        UpscaleActor,
-        fn_constructor_kwargs={"make_runner": make_runner, "options": options},
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=ray_options.workers),
+    actor_class = ray.remote(UpscaleActor).options(
         num_cpus=ray_options.cpus_per_worker,
         num_gpus=ray_options.gpus_per_worker or None,
+        max_restarts=-1,
+        max_task_retries=TASK_RETRIES,
     )
-    for record in results.iter_rows():
-        yield json.loads(record["row"])
+    actors = [actor_class.remote(make_runner, options) for _ in range(ray_options.workers)]
+    try:
+        yield from _dispatch(ray, actors, items, chunk_size(len(items), len(actors)))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _dispatch(ray: Any, actors: list[Any], items: Sequence[WorkItem], size: int) -> Iterator[dict]:
+    """Keep every actor fed with chunks; yield rows as calls return."""
+    chunks = (list(items[start : start + size]) for start in range(0, len(items), size))
+    retry: list[list[WorkItem]] = []  # chunks to resend, one item each, after a lost worker
+    in_flight: dict[Any, tuple[int, list[WorkItem]]] = {}  # call -> (actor, its chunk)
+    load = [0] * len(actors)
+
+    def send(actor: int) -> bool:
+        chunk = retry.pop() if retry else next(chunks, None)
+        if chunk is None:
+            return False
+        in_flight[actors[actor].process.remote(chunk)] = (actor, chunk)
+        load[actor] += 1
+        return True
+
+    for actor in range(len(actors)):
+        for _ in range(CHUNKS_IN_FLIGHT):
+            send(actor)
+    while in_flight:
+        [call], _ = ray.wait(list(in_flight), num_returns=1)
+        actor, chunk = in_flight.pop(call)
+        load[actor] -= 1
+        try:
+            rows = ray.get(call)
+        except ray.exceptions.RayActorError as error:
+            if len(chunk) > 1:  # find the one that kills its worker, if it is one
+                retry.extend([item] for item in chunk)
+                rows = []
+            else:
+                rows = [_lost_row(chunk[0], error)]
+        yield from rows
+        while load[actor] < CHUNKS_IN_FLIGHT and send(actor):
+            pass
+
+
+def _lost_row(item: WorkItem, error: BaseException) -> dict[str, Any]:
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return {
+        "input": item.key,
+        "output": item.destination,
+        "fingerprint": item.fingerprint,
+        "status": "failed",
+        "error": f"{item.key}: its worker died {TASK_RETRIES + 1} times on it ({reason})",
+        "worker": "lost",
+        "finished_at": time.time(),
+    }
