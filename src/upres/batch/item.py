@@ -168,7 +168,7 @@ def plan_items(src: str, dst: str, format: str | None = None) -> Iterator[WorkIt
     dst_fs, dst_root = fsspec.core.url_to_fs(dst)
     src_root, dst_root = src_root.rstrip("/") or "/", dst_root.rstrip("/") or "/"
     same_fs = src_fs is dst_fs
-    for folder, subfolders, files in src_fs.walk(src_root, detail=True):
+    for _folder, subfolders, files in src_fs.walk(src_root, detail=True):
         # walk() descends into this very dict: prune hidden folders and DST, fix the order.
         kept = sorted(
             name

@@ -69,9 +69,9 @@ class Manifest:
         self._remember(row)
 
     def _writer(self) -> IO[bytes]:
-        if self._handle is not None and self._commits:
-            if time.monotonic() - self._opened > COMMIT_SECONDS:
-                self.close()
+        stale = time.monotonic() - self._opened > COMMIT_SECONDS
+        if self._handle is not None and self._commits and stale:
+            self.close()
         if self._handle is None:
             self.fs.makedirs(self.fs._parent(self.path), exist_ok=True)
             self._handle = self.fs.open(self.path, "ab")

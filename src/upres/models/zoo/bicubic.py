@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
-from spandrel import MAIN_REGISTRY, ArchSupport, Architecture, ImageModelDescriptor, StateDict
+from spandrel import MAIN_REGISTRY, Architecture, ArchSupport, ImageModelDescriptor, StateDict
 from torch import nn
 
 from upres.models.cache import models_dir, store, verified
