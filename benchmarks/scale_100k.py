@@ -113,7 +113,8 @@ def driver(args: argparse.Namespace) -> None:
             from ray.cluster_utils import Cluster
 
             cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-            nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+            for _ in range(2):
+                cluster.add_node(num_cpus=1)
             ray.init(address=cluster.address, runtime_env=env, log_to_driver=False)
         else:
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=env)
@@ -123,6 +124,7 @@ def driver(args: argparse.Namespace) -> None:
     first_sent: list[float] = []
     finished = 0
     removed_at: int | None = None
+    workers_seen: set[str] = set()
 
     def on_start(todo: int, skipped: int) -> None:
         first_sent.append(time.perf_counter())
@@ -130,9 +132,12 @@ def driver(args: argparse.Namespace) -> None:
     def on_row(row: dict) -> None:
         nonlocal finished, removed_at
         finished += 1
+        workers_seen.add(row["worker"])
         if cluster is not None and removed_at is None and finished >= args.items // 3:
-            cluster.remove_node(nodes[0])  # a whole worker node and its processes, gone
-            removed_at = finished
+            node = node_running(cluster, workers_seen)
+            if node is not None:  # a whole node that holds an actor, and its processes, gone
+                cluster.remove_node(node, allow_graceful=False)
+                removed_at = finished
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # imports, Ray
     started = time.perf_counter()
@@ -157,6 +162,22 @@ def driver(args: argparse.Namespace) -> None:
         "node_removed_after": removed_at,
     }
     print(json.dumps(facts), flush=True)
+
+
+def node_running(cluster: object, workers: set[str]) -> object | None:
+    """The worker node (not the head) whose raylet started one of these host:pid workers."""
+    import psutil
+
+    raylets = {n.all_processes["raylet"][0].process.pid: n for n in cluster.worker_nodes}
+    for worker in workers:
+        try:
+            parents = psutil.Process(int(worker.rsplit(":", 1)[1])).parents()
+        except (psutil.NoSuchProcess, ValueError):
+            continue
+        for parent in parents:
+            if parent.pid in raylets:
+                return raylets[parent.pid]
+    return None
 
 
 def run_driver(src: Path, dst: Path, engine: str, workers: int, items: int, **flags: bool) -> dict:
