@@ -321,7 +321,7 @@ def node_loss(root: Path, work: Path, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--ray-sizes", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--kill-size", type=int, default=100000)
@@ -338,7 +338,8 @@ def main() -> None:
         driver(args)
         return
 
-    biggest = max([*args.sizes, *args.ray_sizes, args.kill_size])
+    kill_size = args.kill_size if "kill" in args.parts else 0
+    biggest = max([*args.sizes, *args.ray_sizes, kill_size])
     work = Path(tempfile.mkdtemp(prefix="upres-scale-", dir=args.tmp))
     try:
         started = time.perf_counter()
