@@ -117,7 +117,13 @@ def driver(args: argparse.Namespace) -> None:
                 cluster.add_node(num_cpus=1)
             ray.init(address=cluster.address, runtime_env=env, log_to_driver=False)
         else:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=env)
+            ray.init(
+                address="local",  # a fresh instance, never another cluster on this machine
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env=env,
+            )
         init_seconds = time.perf_counter() - started
         ray_options = RayOptions(workers=args.workers)
 

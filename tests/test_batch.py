@@ -130,6 +130,7 @@ def local_ray() -> object:
     ray = pytest.importorskip("ray")
     paths = [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT / "tests"), *sys.path]
     ray.init(
+        address="local",  # a fresh instance, not another cluster running on this machine
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,

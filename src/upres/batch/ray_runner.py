@@ -64,6 +64,7 @@ def ensure_ray(options: RayOptions) -> None:
         return
     cpus = max(os.cpu_count() or 1, int(options.workers * options.cpus_per_worker + 0.999))
     ray.init(
+        address="local",  # start one: never join some other cluster found on this machine
         num_cpus=cpus,
         include_dashboard=False,
         log_to_driver=False,
