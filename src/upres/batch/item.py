@@ -4,6 +4,7 @@ atomic write -> manifest row. It never raises for a bad input; the row says what
 from __future__ import annotations
 
 import os
+import posixpath
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 from upres.api import ImageRunner
 from upres.errors import UpresError
@@ -168,34 +170,69 @@ def plan_items(src: str, dst: str, format: str | None = None) -> Iterator[WorkIt
     dst_fs, dst_root = fsspec.core.url_to_fs(dst)
     src_root, dst_root = src_root.rstrip("/") or "/", dst_root.rstrip("/") or "/"
     same_fs = src_fs is dst_fs
-    for _folder, subfolders, files in src_fs.walk(src_root, detail=True):
-        # walk() descends into this very dict: prune hidden folders and DST, fix the order.
-        kept = sorted(
+    dst_url = dst_fs.unstrip_protocol(dst_root).rstrip("/")
+    new_suffix = FORMAT_SUFFIX[format.lower()] if format else None
+    for folder, subfolders, files in _listing(src_fs, src_root):
+        # _listing descends into this very list: prune hidden folders and DST, fix the order.
+        subfolders[:] = sorted(
             name
-            for name, info in subfolders.items()
-            if not name.startswith(".") and not _inside(info["name"], dst_root, same_fs)
+            for name in subfolders
+            if not name.startswith(".") and not _inside(_join(folder, name), dst_root, same_fs)
         )
-        entries = {name: subfolders[name] for name in kept}
-        subfolders.clear()
-        subfolders.update(entries)
+        if _inside(folder, dst_root, same_fs):  # DST is SRC, or holds it
+            continue
+        # Plain string work per file, paths and URLs made once per folder: at 100k files
+        # pathlib and fsspec's per-path parsing cost more than listing the disk.
+        prefix = posixpath.relpath(folder, src_root).removeprefix(".").lstrip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        folder_url = src_fs.unstrip_protocol(folder).rstrip("/")
         for name in sorted(files):
-            path = files[name]["name"].rstrip("/")
-            relative = PurePosixPath(path).relative_to(src_root)
-            if not _is_input(relative) or _inside(path, dst_root, same_fs):
-                continue
-            suffix = FORMAT_SUFFIX[format.lower()] if format else relative.suffix.lower()
+            stem, suffix = posixpath.splitext(name)
+            if name.startswith(".") or suffix.lower() not in IMAGE_SUFFIXES:
+                continue  # hidden names cover the manifest and our temporary files
             yield WorkItem(
-                key=str(relative),
-                source=src_fs.unstrip_protocol(path),
-                destination=dst_fs.unstrip_protocol(f"{dst_root}/{relative.with_suffix(suffix)}"),
-                fingerprint=_fingerprint(files[name]),
+                key=prefix + name,
+                source=f"{folder_url}/{name}",
+                destination=f"{dst_url}/{prefix}{stem}{new_suffix or suffix.lower()}",
+                fingerprint=files[name],
             )
 
 
-def _is_input(relative: PurePosixPath) -> bool:
-    # Hidden names cover the manifest and our temporary files.
-    hidden = any(part.startswith(".") for part in relative.parts)
-    return relative.suffix.lower() in IMAGE_SUFFIXES and not hidden
+def _listing(
+    fs: fsspec.AbstractFileSystem, folder: str
+) -> Iterator[tuple[str, list[str], dict[str, str]]]:
+    """Top-down, one folder at a time: (folder, its sub-folder names, {file name: fingerprint}).
+
+    The caller may prune the sub-folder list in place. Local folders are read with
+    os.scandir: fsspec's info() per entry was three quarters of planning 100k files.
+    """
+    subfolders: list[str] = []
+    files: dict[str, str] = {}
+    if isinstance(fs, LocalFileSystem):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir():
+                    subfolders.append(entry.name)
+                elif entry.is_file():
+                    stat = entry.stat()
+                    files[entry.name] = f"{stat.st_size}:{stat.st_mtime}"  # as fsspec's info
+    else:
+        for info in fs.ls(folder, detail=True):
+            path = info["name"].rstrip("/")
+            if path == folder.rstrip("/"):
+                continue
+            name = path.rsplit("/", 1)[-1]
+            if info["type"] == "directory":
+                subfolders.append(name)
+            else:
+                files[name] = _fingerprint(info)
+    yield folder, subfolders, files
+    for name in subfolders:
+        yield from _listing(fs, _join(folder, name))
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}"
 
 
 def _inside(path: str, folder: str, same_fs: bool) -> bool:
