@@ -169,6 +169,8 @@ def plan_items(src: str, dst: str, format: str | None = None) -> Iterator[WorkIt
     src_fs, src_root = fsspec.core.url_to_fs(src)
     dst_fs, dst_root = fsspec.core.url_to_fs(dst)
     src_root, dst_root = src_root.rstrip("/") or "/", dst_root.rstrip("/") or "/"
+    if src_fs.isfile(src_root):
+        raise ValueError(f"{src}: SRC must be a folder (upres upscale takes single files)")
     same_fs = src_fs is dst_fs
     dst_url = dst_fs.unstrip_protocol(dst_root).rstrip("/")
     new_suffix = FORMAT_SUFFIX[format.lower()] if format else None
