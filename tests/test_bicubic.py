@@ -36,3 +36,7 @@ def test_bicubic_loads_through_the_catalogue_with_no_download() -> None:
     assert (model.name, model.descriptor.scale, model.card.scale) == ("bicubic", 4, 4)
     assert model.path.is_file()  # the one-tensor file made in the (test) cache
     assert sum(p.numel() for p in model.descriptor.model.parameters()) == 0
+    # Only by name: the service's fallbacks pick from learned SR tasks.
+    from upres.server.models import FAITHFUL_TASKS
+
+    assert model.card.task == "baseline" and model.card.task not in FAITHFUL_TASKS

@@ -12,7 +12,8 @@ from typing import Literal
 from upres.errors import ModelNotFoundError
 from upres.models.sources import Source
 
-Task = Literal["sr", "real-sr", "denoise", "jpeg", "compressed-sr"]
+# "baseline": not a learned model (bicubic); never picked automatically, only by name.
+Task = Literal["sr", "real-sr", "denoise", "jpeg", "compressed-sr", "baseline"]
 
 DEFAULT_MODEL = "realesrgan-x4plus"
 

@@ -92,7 +92,7 @@ register(
     ModelCard(
         name="bicubic",
         arch="bicubic interpolation (torch), no weights",
-        task="sr",
+        task="baseline",  # so the service never falls back to it as a "faithful" model
         scale=4,
         license="n/a (no weights)",
         source=GeneratedSource(4),
