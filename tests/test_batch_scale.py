@@ -170,6 +170,7 @@ def ray_cluster() -> object:
     cluster.shutdown()
 
 
+@pytest.mark.slow  # three Ray nodes, two actors, a node's death noticed: over a minute
 def test_ray_batch_survives_losing_a_worker_node_mid_batch(
     ray_cluster: object, tmp_path: Path
 ) -> None:
