@@ -130,6 +130,7 @@ def local_ray() -> object:
     ray = pytest.importorskip("ray")
     paths = [str(PROJECT_ROOT / "src"), str(PROJECT_ROOT / "tests"), *sys.path]
     ray.init(
+        address="local",  # a fresh instance, not another cluster running on this machine
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
@@ -195,7 +196,7 @@ def test_local_runner_reads_the_next_item_while_the_model_works(
 
     monkeypatch.setattr(local, "read_stage", read)
     monkeypatch.setattr(local, "infer_stage", infer)
-    items = plan_items(str(src), str(dst))
+    items = list(plan_items(str(src), str(dst)))
     rows = list(local.run_local(items, spec, ItemOptions()))
     assert [row["input"] for row in rows] == [item.key for item in items]  # order kept
     assert [row["status"] for row in rows].count("failed") == 1  # broken.png, as its row

@@ -1,7 +1,7 @@
 """Resumable, exactly-once batch upscaling of a folder (or fsspec URL) into another.
 
 One per-item function (`item.process_item`) is shared by the in-process runner
-(`local.run_local`) and the Ray Data runner (`ray_runner.run_ray`); the driver alone
+(`local.run_local`) and the Ray actor runner (`ray_runner.run_ray`); the driver alone
 writes the manifest (`manifest.Manifest`), so a re-run skips what is already done.
 Ray is imported lazily: the package works without it.
 """

@@ -1,4 +1,9 @@
-"""The driver: plan items, skip what the manifest settles, run an engine, record each row."""
+"""The driver: plan items, skip what the manifest settles, run an engine, record each row.
+
+Built for 100k inputs: the listing streams into the skip check, so only the pending items
+are held (once, as compact `WorkItem`s); the manifest lookup is a dict hit per item; the
+summary keeps counts and the first `ERRORS_KEPT` errors (the manifest has every one).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from upres.batch.item import ItemOptions, WorkItem, plan_items
 from upres.batch.manifest import Manifest
 
 ENGINES = ("local", "ray")
+ERRORS_KEPT = 20  # in the summary; a 100k batch's every failure is in the manifest
 
 
 @dataclass
@@ -23,7 +29,8 @@ class Summary:
     failed: int = 0
     seconds: float = 0.0
     megapixels: float = 0.0  # output megapixels written by this run
-    errors: list[dict[str, str]] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)  # the first ERRORS_KEPT
+    manifest: str = ""  # where every row is
 
     def add(self, row: dict[str, Any]) -> None:
         if row["status"] == "done":
@@ -32,7 +39,8 @@ class Summary:
             self.megapixels += width * height / 1e6
         else:
             self.failed += 1
-            self.errors.append({"input": row["input"], "error": row["error"]})
+            if len(self.errors) < ERRORS_KEPT:
+                self.errors.append({"input": row["input"], "error": row["error"]})
 
     def to_dict(self) -> dict[str, Any]:
         rate = self.seconds if self.seconds > 0 else float("inf")
@@ -44,6 +52,8 @@ class Summary:
             "images_per_s": round(self.done / rate, 4),
             "megapixels_per_s": round(self.megapixels / rate, 4),
             "errors": self.errors,
+            "errors_not_shown": self.failed - len(self.errors),
+            "manifest": self.manifest,
         }
 
 
@@ -51,9 +61,13 @@ def pending_items(
     src: str, dst: str, manifest: Manifest, format: str | None, retry_failed: bool
 ) -> tuple[list[WorkItem], int]:
     """The items still to do, and how many the manifest already settles."""
-    items = plan_items(src, dst, format)
-    todo = [i for i in items if not manifest.settled(i.key, i.fingerprint, retry_failed)]
-    return todo, len(items) - len(todo)
+    todo, skipped = [], 0
+    for item in plan_items(src, dst, format):
+        if manifest.settled(item.key, item.fingerprint, retry_failed):
+            skipped += 1
+        else:
+            todo.append(item)
+    return todo, skipped
 
 
 def run_batch(
@@ -72,18 +86,18 @@ def run_batch(
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     dst_fs, dst_root = fsspec.core.url_to_fs(dst)
-    manifest = Manifest.open(dst_fs, dst_root)
-    todo, skipped = pending_items(src, dst, manifest, options.format, retry_failed)
-    if on_start:
-        on_start(len(todo), skipped)
-    summary = Summary(skipped=skipped)
-    started = time.perf_counter()
-    for row in _rows(engine, todo, make_runner, options, ray_options):
-        manifest.append(row)  # the driver alone writes it: no two writers, no locks
-        summary.add(row)
-        if on_row:
-            on_row(row)
-    summary.seconds = time.perf_counter() - started
+    with Manifest.open(dst_fs, dst_root) as manifest:
+        todo, skipped = pending_items(src, dst, manifest, options.format, retry_failed)
+        if on_start:
+            on_start(len(todo), skipped)
+        summary = Summary(skipped=skipped, manifest=dst_fs.unstrip_protocol(manifest.path))
+        started = time.perf_counter()
+        for row in _rows(engine, todo, make_runner, options, ray_options):
+            manifest.append(row)  # the driver alone writes it: no two writers, no locks
+            summary.add(row)
+            if on_row:
+                on_row(row)
+        summary.seconds = time.perf_counter() - started
     return summary
 
 

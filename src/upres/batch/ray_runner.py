@@ -1,23 +1,33 @@
-"""Run a batch on Ray Data: an actor pool, one model per actor, the same per-item function.
+"""Run a batch on Ray: a pool of actors, one model each, the same per-item function.
 
-Rows stream back to the driver as they finish, so it can write the manifest and show
-progress. A dead actor is restarted and its in-flight items retried: Ray Data gives actor
-pools `max_restarts=-1` and `max_task_retries=-1` by default (changing them needs
-`map_batches` keywords that Ray deprecates, so we keep its defaults). A retried item
-writes the same output again, atomically, and the driver records it once.
+Items go out in small chunks, a few chunks in flight per actor, taken from the driver's
+pending list as actors free up; rows come back (small dicts; the images are written by the
+workers) and the driver writes the manifest and shows progress. Ray core actors rather
+than Ray Data: a 100k-item dataset built on the driver held every item again, and its
+one-block-per-item plan cost more than the model on small images.
+
+Losing a worker (a crashed process or a whole node): the actor is restarted, on another
+node if need be (`max_restarts=-1`), and its unfinished calls are retried there
+(`max_task_retries=-1`). A retried chunk rewrites its outputs atomically; the driver records
+each item once, from the one call that returned. The retries are not bounded: a node's loss
+can take many tries to be noticed on a busy cluster, and a bound failed healthy inputs in
+our node-loss test; the price is that an input which crashes the worker process itself
+(not an exception: those are failed rows) is retried until someone stops the batch.
 Ray is imported here only, and only when this engine is chosen.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from upres.api import ImageRunner
-from upres.batch.item import ItemOptions, WorkItem, process_item
+from upres.batch.item import ItemOptions, WorkItem, process_item, worker_name
+
+CHUNK_MAX = 16  # items per call: amortises a call's ~ms overhead, small enough to balance
+CHUNKS_IN_FLIGHT = 2  # per actor: the next chunk is already there when one finishes
 
 
 @dataclass
@@ -30,19 +40,17 @@ class RayOptions:
 
 
 class UpscaleActor:
-    """One per Ray worker: loads the model once, then handles batches of item rows."""
+    """One per Ray worker: loads the model once, then handles chunks of items."""
 
     def __init__(self, make_runner: Callable[[], ImageRunner], options: ItemOptions) -> None:
         self.runner = make_runner()
         self.options = options
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        # Rows travel as JSON strings: one column with a fixed type, whatever they hold.
-        rows = [
-            process_item(self.runner, WorkItem(**json.loads(text)), self.options)
-            for text in batch["item"]
-        ]
-        return {"row": [json.dumps(row) for row in rows]}
+    def ready(self) -> str:
+        return worker_name()
+
+    def process(self, items: list[WorkItem]) -> list[dict[str, Any]]:
+        return [process_item(self.runner, item, self.options) for item in items]
 
 
 def ensure_ray(options: RayOptions) -> None:
@@ -54,10 +62,9 @@ def ensure_ray(options: RayOptions) -> None:
     if options.address:
         ray.init(address=options.address, **options.init_kwargs)
         return
-    import os
-
     cpus = max(os.cpu_count() or 1, int(options.workers * options.cpus_per_worker + 0.999))
     ray.init(
+        address="local",  # start one: never join some other cluster found on this machine
         num_cpus=cpus,
         include_dashboard=False,
         log_to_driver=False,
@@ -66,34 +73,60 @@ def ensure_ray(options: RayOptions) -> None:
     )
 
 
+def chunk_size(count: int, workers: int) -> int:
+    """Small batches still spread over every actor; large ones use full chunks."""
+    return max(1, min(CHUNK_MAX, count // (workers * CHUNKS_IN_FLIGHT * 2)))
+
+
 def run_ray(
-    items: list[WorkItem],
+    items: Sequence[WorkItem],
     make_runner: Callable[[], ImageRunner],
     options: ItemOptions,
     ray_options: RayOptions,
 ) -> Iterator[dict]:
-    """Yield one manifest row per item as each finishes (in no particular order)."""
+    """Yield one manifest row per item as each chunk finishes (in no particular order)."""
     if not items:
         return
-    if any(url.startswith("memory://") for i in items for url in (i.source, i.destination)):
+    if any(url.startswith("memory://") for url in (items[0].source, items[0].destination)):
         raise ValueError("memory:// lives in one process; Ray workers cannot see it")
-    import ray.data
+    import ray
 
     ensure_ray(ray_options)
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False  # the CLI draws its own bar from the rows
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO chatter
-    dataset = ray.data.from_items(
-        [{"item": json.dumps(item.to_dict())} for item in items],
-        override_num_blocks=len(items),  # one item per block: work spreads over all actors
-    )
-    results = dataset.map_batches(
-        UpscaleActor,
-        fn_constructor_kwargs={"make_runner": make_runner, "options": options},
-        batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=ray_options.workers),
+    actor_class = ray.remote(UpscaleActor).options(
         num_cpus=ray_options.cpus_per_worker,
         num_gpus=ray_options.gpus_per_worker or None,
+        max_restarts=-1,
+        max_task_retries=-1,
     )
-    for record in results.iter_rows():
-        yield json.loads(record["row"])
+    actors = [actor_class.remote(make_runner, options) for _ in range(ray_options.workers)]
+    try:
+        yield from _dispatch(ray, actors, items, chunk_size(len(items), len(actors)))
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _dispatch(ray: Any, actors: list[Any], items: Sequence[WorkItem], size: int) -> Iterator[dict]:
+    """Keep every actor fed with chunks; yield rows as calls return."""
+    chunks = (list(items[start : start + size]) for start in range(0, len(items), size))
+    in_flight: dict[Any, int] = {}  # call -> the actor it went to
+    load = [0] * len(actors)
+
+    def send(actor: int) -> bool:
+        chunk = next(chunks, None)
+        if chunk is None:
+            return False
+        in_flight[actors[actor].process.remote(chunk)] = actor
+        load[actor] += 1
+        return True
+
+    for actor in range(len(actors)):
+        for _ in range(CHUNKS_IN_FLIGHT):
+            send(actor)
+    while in_flight:
+        [call], _ = ray.wait(list(in_flight), num_returns=1)
+        actor = in_flight.pop(call)
+        load[actor] -= 1
+        yield from ray.get(call)
+        while load[actor] < CHUNKS_IN_FLIGHT and send(actor):
+            pass

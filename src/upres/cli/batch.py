@@ -6,6 +6,17 @@ import json
 from typing import Any
 
 import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from upres.batch.driver import ENGINES, Summary, run_batch
 from upres.batch.item import ItemOptions, RunnerSpec
@@ -23,6 +34,8 @@ from upres.cli.common import (
 )
 from upres.errors import RequestError, UpresError
 from upres.request import UpscaleRequest
+
+ERRORS_PRINTED = 10  # failures printed as they happen; the manifest has every one
 
 
 def register(app: typer.Typer) -> None:
@@ -117,19 +130,23 @@ def _run_with_progress(
     ray_options: Any,
     retry_failed: bool,
 ) -> Summary:
-    from upres.cli.upscale import make_progress
-
-    with make_progress() as progress:
-        task = progress.add_task("images", total=None)
+    with batch_progress() as progress:
+        task = progress.add_task("listing", total=None)
+        failures = 0
 
         def on_start(todo: int, skipped: int) -> None:
-            progress.update(task, total=todo)
+            progress.update(task, total=todo, description="images")
             if skipped:
                 progress.console.print(f"[dim]{skipped} already settled in the manifest[/]")
 
         def on_row(row: dict) -> None:
+            nonlocal failures
             if row["status"] == "failed":
-                progress.console.print(f"[bold red]error:[/] {row['error']}", highlight=False)
+                failures += 1
+                if failures <= ERRORS_PRINTED:
+                    progress.console.print(f"[bold red]error:[/] {row['error']}", highlight=False)
+                if failures == ERRORS_PRINTED:
+                    progress.console.print("[dim]further failures: see the manifest[/]")
             progress.advance(task)
 
         return run_batch(
@@ -145,6 +162,27 @@ def _run_with_progress(
         )
 
 
+class RateColumn(ProgressColumn):
+    """Images per second over the last half-minute (rich's own estimate: cheap per row)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f}/s" if speed else "", style="progress.data.speed")
+
+
+def batch_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
 def _print_summary(summary: Summary, as_json: bool) -> None:
     facts = summary.to_dict()
     if as_json:
@@ -156,6 +194,12 @@ def _print_summary(summary: Summary, as_json: bool) -> None:
         f" {facts['megapixels_per_s']:.3f} output megapixels/s)",
         highlight=False,
     )
+    if summary.failed:
+        out.print(
+            f"failed inputs, with their errors: {facts['manifest']}"
+            """ (jq 'select(.status == "failed")')""",
+            highlight=False,
+        )
 
 
 def usage_error(message: str) -> None:

@@ -13,7 +13,8 @@ from upres.errors import ModelNotFoundError
 from upres.models.sources import Source
 
 # "face": a face restorer for aligned 512x512 crops (upres.faces), never an image model.
-Task = Literal["sr", "real-sr", "denoise", "jpeg", "compressed-sr", "face"]
+# "baseline": not a learned model (bicubic); never picked automatically, only by name.
+Task = Literal["sr", "real-sr", "denoise", "jpeg", "compressed-sr", "face", "baseline"]
 
 DEFAULT_MODEL = "realesrgan-x4plus"
 
