@@ -137,34 +137,16 @@ def test_save_crops_writes_side_by_side_pngs(image_folder: Path, tmp_path: Path)
         assert picture.width == 3 * height + 2 * 4
 
 
-class FakeUpscaler:
-    """Honours the public upscaler contract: uint8 RGB in, nearest x2 uint8 RGB out."""
-
-    scale = 2
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
-
-
 def test_project_models_run_through_upres_load(
-    image_folder: Path, monkeypatch: pytest.MonkeyPatch
+    image_folder: Path, compact_checkpoint: Path
 ) -> None:
-    import upres
-
-    calls = []
-
-    def fake_load(name: str, **options: object) -> FakeUpscaler:
-        calls.append((name, options))
-        return FakeUpscaler()
-
-    monkeypatch.setattr(upres, "load", fake_load)
-    result = evaluate("fake-x2", image_folder, device="cpu", tile=64)
+    result = evaluate(str(compact_checkpoint), image_folder, device="cpu", tile=64)
     assert result.spec.scale == 2 and len(result.rows) == 2
-    assert calls == [("fake-x2", {"device": "cpu", "precision": "fp32", "tile": 64})]
+    assert (result.device, result.precision, result.architecture) == ("cpu", "float32", "Compact")
     with pytest.raises(EvaluationError, match="x2, not x4"):
-        evaluate("fake-x2", image_folder, scale=4)
+        evaluate(str(compact_checkpoint), image_folder, scale=4)
     with pytest.raises(EvaluationError, match="x1 model"):
-        evaluate("fake-x2", image_folder, task="denoise")
+        evaluate(str(compact_checkpoint), image_folder, task="denoise")
 
 
 @pytest.mark.parametrize(
@@ -243,7 +225,8 @@ def test_cli_table_and_output_dir(image_folder: Path, tmp_path: Path) -> None:
     document = json.loads((out / "results.json").read_text())
     assert document["task"] == "jpeg" and document["quality"] == 30 and "psnr_b" in document["mean"]
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0] == "name,psnr_y,ssim_y,psnr_rgb,ssim_rgb,psnr_b"
+    # Colour JPEG: PSNR-B on RGB as the colour tables report it, and on Y.
+    assert lines[0] == "name,psnr_y,ssim_y,psnr_rgb,ssim_rgb,psnr_b,psnr_b_y"
     assert len(lines) == 3
 
 

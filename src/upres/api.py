@@ -54,6 +54,7 @@ class UpscaleReport:
     oom_retries: int = 0
     fp32_fallbacks: int = 0
     notes: list[str] = field(default_factory=list)
+    tiling: list[dict[str, Any]] = field(default_factory=list)  # each model pass's Plan.summary()
 
 
 @dataclass
@@ -213,6 +214,9 @@ class Upscaler(ImageRunner):
         # reference path that `upres bench` compares against).
         self.fast = fast
         self.compile = compile and fast
+        # One tile per image whenever memory allows, for every model (evaluation sets it);
+        # models with global operations get that anyway.
+        self.prefer_whole = False
         planned = self._plan(tile)
         self.dtype = planned.dtype
         self._models: dict[torch.dtype, torch.nn.Module] = {}
@@ -270,7 +274,12 @@ class Upscaler(ImageRunner):
             module = torch.compile(module, dynamic=False)
         return module
 
-    def _plan(self, tile: str | int | None, image_width: int | None = None) -> Plan:
+    def _plan(
+        self,
+        tile: str | int | None,
+        image_width: int | None = None,
+        image_height: int | None = None,
+    ) -> Plan:
         return make_plan(
             self.model.descriptor,
             self.device,
@@ -281,6 +290,8 @@ class Upscaler(ImageRunner):
             fixed_shape=self.compile,
             autocast=self.fast,
             image_width=image_width,
+            image_height=image_height,
+            prefer_whole=self.prefer_whole,
         )
 
     # -- images ---------------------------------------------------------------------
@@ -403,11 +414,14 @@ class Upscaler(ImageRunner):
         report: UpscaleReport,
         progress: ProgressCallback | None,
     ) -> np.ndarray:
-        plan = self._plan(self.tile, image_width=pixels.shape[1])
-        runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         pad = self.model.card.pre_pad if self.model.card else 0
         if pad:
             pixels = reflect_pad(pixels, pad)
+        plan = self._plan(self.tile, image_width=pixels.shape[1], image_height=pixels.shape[0])
+        report.tiling.append(plan.summary())
+        if plan.global_operation or (self.prefer_whole and not plan.whole_image):
+            report.notes.append(plan.why)
+        runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         output = runner.run(pixels, out_dtype)
         if pad:
             border = pad * self.scale
@@ -510,6 +524,7 @@ def merge(total: UpscaleReport, stage: UpscaleReport) -> None:
     total.oom_retries += stage.oom_retries
     total.fp32_fallbacks += stage.fp32_fallbacks
     total.notes.extend(stage.notes)
+    total.tiling.extend(stage.tiling)
 
 
 # -- pixel helpers shared by the passes --------------------------------------------------

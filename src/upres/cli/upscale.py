@@ -63,6 +63,7 @@ def result_row(job: Job, result: FileResult | None, error: str | None) -> dict:
             "tiles": report.tiles,
             "oom_retries": report.oom_retries,
             "notes": report.notes,
+            "tiling": report.tiling,
         }
     return row
 
