@@ -89,6 +89,17 @@ def test_identity_jpeg_reproduces_published_live1_grey_row() -> None:
     assert result.mean["psnr_b"] == pytest.approx(25.33, abs=PSNR_TOLERANCE)
 
 
+@needs_datasets
+@pytest.mark.slow
+def test_identity_jpeg_live1_colour_scores_psnr_b_on_rgb() -> None:
+    # SwinIR's colour JPEG protocol (test_y_channel=False): q10 no-restoration PSNR-B 23.76 on
+    # RGB; on Y it would read 25.92.
+    result = evaluate("identity", "LIVE1", task="jpeg", quality=10)
+    assert not result.spec.grey
+    assert result.mean["psnr_b"] == pytest.approx(23.76, abs=PSNR_TOLERANCE)
+    assert result.mean["psnr_b_y"] == pytest.approx(25.92, abs=PSNR_TOLERANCE)
+
+
 # -- on a folder of generated images -------------------------------------------------------
 
 
@@ -137,34 +148,20 @@ def test_save_crops_writes_side_by_side_pngs(image_folder: Path, tmp_path: Path)
         assert picture.width == 3 * height + 2 * 4
 
 
-class FakeUpscaler:
-    """Honours the public upscaler contract: uint8 RGB in, nearest x2 uint8 RGB out."""
-
-    scale = 2
-
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(image, 2, axis=0), 2, axis=1)
-
-
 def test_project_models_run_through_upres_load(
-    image_folder: Path, monkeypatch: pytest.MonkeyPatch
+    image_folder: Path, compact_checkpoint: Path
 ) -> None:
-    import upres
-
-    calls = []
-
-    def fake_load(name: str, **options: object) -> FakeUpscaler:
-        calls.append((name, options))
-        return FakeUpscaler()
-
-    monkeypatch.setattr(upres, "load", fake_load)
-    result = evaluate("fake-x2", image_folder, device="cpu", tile=64)
+    result = evaluate(str(compact_checkpoint), image_folder, device="cpu", tile=64)
     assert result.spec.scale == 2 and len(result.rows) == 2
-    assert calls == [("fake-x2", {"device": "cpu", "precision": "fp32", "tile": 64})]
+    assert (result.device, result.precision, result.architecture) == (
+        "cpu",
+        "float32",
+        "RealESRGAN Compact",
+    )
     with pytest.raises(EvaluationError, match="x2, not x4"):
-        evaluate("fake-x2", image_folder, scale=4)
+        evaluate(str(compact_checkpoint), image_folder, scale=4)
     with pytest.raises(EvaluationError, match="x1 model"):
-        evaluate("fake-x2", image_folder, task="denoise")
+        evaluate(str(compact_checkpoint), image_folder, task="denoise")
 
 
 @pytest.mark.parametrize(
@@ -221,7 +218,16 @@ def test_cli_json_prints_the_documented_object_for_set5_bicubic_x4() -> None:
         "head",
         "woman",
     ]
-    assert set(document["images"][0]) == {"name", "psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb"}
+    assert set(document["images"][0]) == {
+        "name",
+        "psnr_y",
+        "ssim_y",
+        "psnr_rgb",
+        "ssim_rgb",
+        "lr_source",
+    }
+    assert document["images"][0]["lr_source"] == "shipped babyx4.png"
+    assert document["lr_sources"] == {"shipped LR file": 5} and document["whole_images"]
 
 
 def test_cli_table_and_output_dir(image_folder: Path, tmp_path: Path) -> None:
@@ -243,7 +249,8 @@ def test_cli_table_and_output_dir(image_folder: Path, tmp_path: Path) -> None:
     document = json.loads((out / "results.json").read_text())
     assert document["task"] == "jpeg" and document["quality"] == 30 and "psnr_b" in document["mean"]
     lines = (out / "results.csv").read_text().splitlines()
-    assert lines[0] == "name,psnr_y,ssim_y,psnr_rgb,ssim_rgb,psnr_b"
+    # Colour JPEG: PSNR-B on RGB as the colour tables report it, and on Y.
+    assert lines[0] == "name,psnr_y,ssim_y,psnr_rgb,ssim_rgb,psnr_b,psnr_b_y"
     assert len(lines) == 3
 
 

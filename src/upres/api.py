@@ -62,6 +62,7 @@ class UpscaleReport:
     oom_retries: int = 0
     fp32_fallbacks: int = 0
     notes: list[str] = field(default_factory=list)
+    tiling: list[dict[str, Any]] = field(default_factory=list)  # each model pass's Plan.summary()
 
 
 @dataclass
@@ -322,6 +323,9 @@ class Upscaler(ImageRunner):
         self.fast = fast
         # An ONNX graph is already one fixed program: nothing for torch.compile to trace.
         self.compile = compile and fast and model.descriptor.architecture.id != "ONNX"
+        # One tile per image whenever memory allows, for every model (evaluation sets it);
+        # models with global operations get that anyway.
+        self.prefer_whole = False
         planned = self._plan(None if self.tile == NO_TILING else self.tile)
         self.dtype = planned.dtype
         self._models: dict[torch.dtype, torch.nn.Module] = {}
@@ -379,7 +383,12 @@ class Upscaler(ImageRunner):
             module = torch.compile(module, dynamic=False)
         return module
 
-    def _plan(self, tile: str | int | None, image_width: int | None = None) -> Plan:
+    def _plan(
+        self,
+        tile: str | int | None,
+        image_width: int | None = None,
+        image_height: int | None = None,
+    ) -> Plan:
         return make_plan(
             self.model.descriptor,
             self.device,
@@ -390,6 +399,8 @@ class Upscaler(ImageRunner):
             fixed_shape=self.compile,
             autocast=self.fast,
             image_width=image_width,
+            image_height=image_height,
+            prefer_whole=self.prefer_whole,
         )
 
     # -- images ---------------------------------------------------------------------
@@ -524,13 +535,16 @@ class Upscaler(ImageRunner):
         progress: ProgressCallback | None,
     ) -> np.ndarray:
         recheck_threads()  # a long batch follows the machine's load (engine/cores.py)
-        # --tile 0: the whole image is one tile (the engine still halves it on out-of-memory).
-        tile = max(pixels.shape[:2]) if self.tile == NO_TILING else self.tile
-        plan = self._plan(tile, image_width=pixels.shape[1])
-        runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         pad = self.model.card.pre_pad if self.model.card else 0
         if pad:
             pixels = reflect_pad(pixels, pad)
+        # --tile 0: the whole image is one tile (the engine still halves it on out-of-memory).
+        tile = max(pixels.shape[:2]) if self.tile == NO_TILING else self.tile
+        plan = self._plan(tile, image_width=pixels.shape[1], image_height=pixels.shape[0])
+        report.tiling.append(plan.summary())
+        if plan.global_operation or (self.prefer_whole and not plan.whole_image):
+            report.notes.append(plan.why)
+        runner = TileRunner(self.model.descriptor, plan, self._model_for, progress)
         output = runner.run(pixels, out_dtype)
         if pad:
             border = pad * self.scale
@@ -656,6 +670,7 @@ def merge(total: UpscaleReport, stage: UpscaleReport) -> None:
     total.oom_retries += stage.oom_retries
     total.fp32_fallbacks += stage.fp32_fallbacks
     total.notes.extend(stage.notes)
+    total.tiling.extend(stage.tiling)
 
 
 # -- pixel helpers shared by the passes --------------------------------------------------

@@ -11,9 +11,9 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from upres.cli.common import EXIT_USAGE, err, out, print_error
+from upres.cli.common import EXIT_USAGE, err, out, print_error, print_note
 from upres.errors import UpresError
-from upres.metrics.evaluate import EvalResult, evaluate
+from upres.metrics.evaluate import EvalResult, ImageScore, evaluate
 from upres.metrics.tasks import TASKS
 
 COLUMN_TITLES = {
@@ -22,6 +22,7 @@ COLUMN_TITLES = {
     "psnr_rgb": "PSNR-RGB",
     "ssim_rgb": "SSIM-RGB",
     "psnr_b": "PSNR-B",
+    "psnr_b_y": "PSNR-B-Y",
 }
 
 
@@ -61,7 +62,16 @@ def register(app: typer.Typer) -> None:
         ),
         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, mps ..."),
         tile: int | None = typer.Option(
-            None, "--tile", help="Tile size in pixels (default: automatic)."
+            None,
+            "--tile",
+            help="Tile size in pixels (default: each image whole, as the papers score it; "
+            "tiled with a warning only where memory does not allow).",
+        ),
+        limit: int | None = typer.Option(
+            None, "--limit", help="Only the first N images (by name), for a quick check."
+        ),
+        save_images: Path | None = typer.Option(
+            None, "--save-images", help="Write every full output (PNG) here."
         ),
         output_dir: Path | None = typer.Option(
             None, "--output-dir", help="Write results.json and results.csv here."
@@ -76,9 +86,10 @@ def register(app: typer.Typer) -> None:
         """Score a model on a benchmark set: PSNR/SSIM on Y and RGB (and PSNR-B for JPEG)."""
         if task not in TASKS:
             fail(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
+        if limit is not None and limit < 1:
+            fail(f"--limit must be 1 or more, not {limit}")
         try:
             result = run_with_progress(
-                show=not as_json,
                 model=model,
                 dataset=dataset,
                 scale=scale,
@@ -90,9 +101,13 @@ def register(app: typer.Typer) -> None:
                 device=device,
                 tile=tile,
                 save_crops=save_crops,
+                limit=limit,
+                save_images=save_images,
             )
         except UpresError as error:
             fail(str(error))
+        for warning in result.warnings:
+            print_note(f"not scored whole: {warning}")
         if output_dir is not None:
             write_results(result, output_dir)
         if as_json:
@@ -106,15 +121,20 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(EXIT_USAGE)
 
 
-def run_with_progress(show: bool, **options: Any) -> EvalResult:
-    """evaluate(), with a progress bar on stderr unless the output must stay pure JSON."""
-    if not show:
-        return evaluate(**options)
+def run_with_progress(**options: Any) -> EvalResult:
+    """evaluate() with progress on stderr (stdout keeps the table or the pure JSON): a bar
+    on a terminal, else one line per image, which logs keep."""
+    if not err.is_terminal:
+
+        def line(done: int, total: int, row: ImageScore) -> None:
+            err.print(f"[{done}/{total}] {row.name}: PSNR-Y {row.psnr_y:.4f}", highlight=False)
+
+        return evaluate(**options, progress=line)
     with Progress(console=err, transient=True) as progress:
         bar = progress.add_task("evaluating", total=None)
 
-        def advance(done: int, total: int, name: str) -> None:
-            progress.update(bar, completed=done, total=total, description=name)
+        def advance(done: int, total: int, row: ImageScore) -> None:
+            progress.update(bar, completed=done, total=total, description=row.name)
 
         return evaluate(**options, progress=advance)
 
@@ -124,6 +144,9 @@ def results_table(result: EvalResult) -> Table:
     title = f"{result.model} on {result.dataset}: {spec.describe()}"
     if spec.crop_border:
         title += f", {spec.crop_border}-pixel border ignored"
+    if result.device is not None:
+        how = "whole images" if result.whole_images else "some images tiled (see notes)"
+        title += f"; {result.device}, {result.precision}, {how}"
     table = Table(title=title, title_justify="left")
     table.add_column("image")
     metrics = result.metric_names
@@ -140,7 +163,7 @@ def results_table(result: EvalResult) -> Table:
 def formatted(metric: str, value: float | None) -> str:
     if value is None:
         return ""
-    return f"{value:.4f}" if metric.startswith("ssim") else f"{value:.2f}"
+    return f"{value:.4f}"
 
 
 def write_results(result: EvalResult, folder: Path) -> None:

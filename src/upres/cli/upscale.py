@@ -81,6 +81,7 @@ def finished_row(row: dict, result: FileResult | None, error: str | None) -> dic
             "tiles": report.tiles,
             "oom_retries": report.oom_retries,
             "notes": report.notes,
+            "tiling": report.tiling,
         }
     return row
 

@@ -35,6 +35,9 @@ MAX_BATCH = 8  # tiles per forward pass; more only delays the first finished row
 # Share of the free memory a tile may plan to use: activations are estimates and the
 # allocator fragments, so leave room.
 MEMORY_SHARE = 0.5
+# A model with global operations that has to be tiled gets this many times the overlap: each
+# tile then sees more of the image its statistics should be taken over.
+GLOBAL_OVERLAP_FACTOR = 2
 
 # Peak working memory per input pixel in fp32 at scale 4, measured roughly per family;
 # attention models keep per-window score matrices and wide MLPs alive.
@@ -48,6 +51,14 @@ BYTES_PER_PIXEL_FP32 = {
     "DAT": 40_000,
 }
 UNKNOWN_BYTES_PER_PIXEL_FP32 = 40_000
+
+# Modules that compute over the whole input, found by class name (in the module's class
+# hierarchy, so the fast path's subclasses count too); pooling to one pixel is caught below.
+GLOBAL_MODULES = {
+    "SEBlock": "squeeze-excitation averages over the whole input",  # Real-CUGAN
+    "Adaptive_Channel_Attention": "channel attention over the whole input",  # DAT
+}
+GLOBAL_POOLING = "channel attention pools over the whole input"  # HAT, RCAN, ...
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,21 @@ class Plan:
     fixed_shape: bool = False
     # Fast path: weights stay fp32 and autocast computes in `dtype`, so inputs go in as fp32.
     autocast: bool = False
+    # One tile covers the image (known only when the plan was made for an image's size).
+    whole_image: bool = False
+    global_operation: str | None = None  # what in the model depends on the whole input
+    why: str = ""  # how the tile was chosen, in words, for reports
+
+    def summary(self) -> dict[str, object]:
+        """How the image was tiled, for reports and --json."""
+        return {
+            "tile": self.tile,
+            "tile_rows": self.tile_rows,
+            "overlap": self.overlap,
+            "whole_image": self.whole_image,
+            "global_operation": self.global_operation,
+            "why": self.why,
+        }
 
     @property
     def crop_shape(self) -> tuple[int, int]:
@@ -152,6 +178,24 @@ def size_rules(descriptor: ImageModelDescriptor) -> SizeRules:
     return SizeRules(multiple=multiple, minimum=minimum)
 
 
+def global_operation(descriptor: ImageModelDescriptor) -> str | None:
+    """What in the network depends on the whole input (None when nothing does).
+
+    Such a model gives a tile a different result than the whole image gives the same
+    pixels, however wide the overlap: its statistics are taken over what it is shown.
+    """
+    modules = list(descriptor.model.modules())
+    for module in modules:
+        for cls in type(module).__mro__:
+            if cls.__name__ in GLOBAL_MODULES:
+                return GLOBAL_MODULES[cls.__name__]
+    pools = (torch.nn.AdaptiveAvgPool2d, torch.nn.AdaptiveMaxPool2d)
+    for module in modules:
+        if isinstance(module, pools) and module.output_size in (1, (1, 1)):
+            return GLOBAL_POOLING
+    return None
+
+
 def free_memory_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
@@ -226,6 +270,26 @@ def parse_tile(value: str | int | None) -> int | None:
     return tile
 
 
+def whole_image_fits(
+    descriptor: ImageModelDescriptor,
+    device: torch.device,
+    dtype: torch.dtype,
+    height: int,
+    width: int,
+) -> bool:
+    """Whether the image fits as one tile in the share of free memory a tile may use.
+
+    Unlike the automatic tile this is not capped on a CPU: the cap keeps room for
+    assembling huge outputs, and an image that is one tile has no blending band beyond
+    its own output (which must stay within BAND_BYTES like any tile row).
+    """
+    m = size_rules(descriptor).multiple
+    padded_height, padded_width = -(-height // m) * m, -(-width // m) * m
+    activations = padded_height * padded_width * bytes_per_input_pixel(descriptor, dtype)
+    band_rows = band_limited_tile(descriptor, width, overlap=0)
+    return activations <= free_memory_bytes(device) * MEMORY_SHARE and height <= band_rows
+
+
 def make_plan(
     descriptor: ImageModelDescriptor,
     device: torch.device,
@@ -237,33 +301,68 @@ def make_plan(
     fixed_shape: bool = False,
     autocast: bool = False,
     image_width: int | None = None,
+    image_height: int | None = None,
+    prefer_whole: bool = False,
 ) -> Plan:
-    """`batch=None` plans the number of tiles per forward pass from free memory."""
+    """`batch=None` plans the number of tiles per forward pass from free memory.
+
+    With an automatic tile and the image's size known, a model with global operations
+    (or any model when `prefer_whole`, as evaluation asks) runs as one tile whenever the
+    whole image fits in memory; a global model that does not fit gets a larger overlap.
+    """
     graph_shape = getattr(descriptor.model, "fixed_input_shape", None)
     if graph_shape is not None:  # an ONNX graph with fixed sides: every crop is that shape
         return fixed_graph_plan(descriptor, device, graph_shape, overlap)
     rules = size_rules(descriptor)
     dtype = choose_precision(descriptor, device, precision, autocast)
     chosen = parse_tile(tile)
+    found = global_operation(descriptor)
+    overlap = max(0, overlap)
+    size_known = image_width is not None and image_height is not None
+    why = f"{chosen}-px tiles as asked" if chosen is not None else "tile planned from free memory"
     rows = None
+    if chosen is None and size_known and (found or prefer_whole):
+        assert image_width is not None and image_height is not None
+        reason = found or "whole image asked for"
+        if whole_image_fits(descriptor, device, dtype, image_height, image_width):
+            side = max(image_height, image_width)
+            chosen = -(-side // rules.multiple) * rules.multiple
+            why = f"one tile: {reason}, and the whole image fits in memory"
+        elif found:
+            overlap *= GLOBAL_OVERLAP_FACTOR
+            why = (
+                f"tiled with a {GLOBAL_OVERLAP_FACTOR}x overlap ({overlap} px): {found}, and"
+                " the whole image does not fit in memory, so the result differs slightly"
+                " from the whole-image one"
+            )
+        else:
+            why = "tiled: the whole image does not fit in memory"
     if chosen is None:
         chosen = auto_tile_size(descriptor, device, dtype)
         if image_width is not None:
-            rows = band_limited_tile(descriptor, image_width, max(0, overlap))
+            rows = band_limited_tile(descriptor, image_width, overlap)
             rows = on_multiple(rows, rules.multiple) if rows < chosen else None
         if rows is not None and device.type == "cpu":
             # On a CPU the tile's activations share host memory with the band: keep the
             # short tiles at most twice as wide as high.
             chosen = min(chosen, CPU_TILE_ASPECT * rows)
+    core = on_multiple(chosen, rules.multiple)
+    whole = size_known and core >= max(image_width or 0, image_height or 0)
+    whole = whole and (rows is None or rows >= (image_height or 0))
+    if found and parse_tile(tile) is not None and not whole:
+        why += f"; {found}, so the result differs slightly from the whole-image one"
     plan = Plan(
         device=device,
         dtype=dtype,
-        tile=on_multiple(chosen, rules.multiple),
-        overlap=max(0, overlap),
+        tile=core,
+        overlap=overlap,
         rules=rules,
         tile_rows=rows,
         fixed_shape=fixed_shape,
         autocast=autocast,
+        whole_image=whole,
+        global_operation=found,
+        why=why,
     )
     if batch is None:
         batch = tiles_per_batch(descriptor, device, dtype, plan.crop_shape)

@@ -1,7 +1,8 @@
 """Finding benchmark sets on disk and reading their images.
 
 A dataset is named (Set5, Set14, B100, Kodak24, Set12, BSD68, CBSD68, McMaster, classic5, LIVE1;
-any case) and looked up under the datasets root, or given as a folder of HR images. The root is
+any case) and looked up under the datasets root, or given as a folder of HR images (a folder
+named ``HR`` stands for the set above it, which is then the dataset's name). The root is
 ``$UPRES_DATASETS`` if set, else the first existing of ``../shared/datasets`` relative to the
 current directory and ``shared/datasets`` beside any folder above this file (the project root's
 sibling ``shared/``).
@@ -101,6 +102,9 @@ def resolve_dataset(name_or_folder: str | Path) -> Dataset:
     """A dataset by name (case-insensitive) under the datasets root, or a folder of HR images."""
     as_path = Path(name_or_folder).expanduser()
     if as_path.is_dir():
+        if as_path.resolve().name.lower() == "hr":
+            # <set>/HR given: the set is the folder above, whose LR_bicubic holds its LR files.
+            as_path = as_path.resolve().parent
         return checked(Dataset(name=as_path.resolve().name, folder=as_path))
     text = str(name_or_folder)
     if os.sep in text or "/" in text:

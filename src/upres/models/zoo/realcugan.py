@@ -77,8 +77,13 @@ VARIANTS: tuple[tuple[str, int, str, str], ...] = (
 )
 
 EDITIONS = {"se": "se: the first edition", "pro": "pro: the later, sharper edition"}
-# The squeeze-and-excitation blocks scale features by their mean over the whole input.
-SE_NOTE = "its channel attention averages over the whole input, so tiling changes it a little"
+# The squeeze-and-excitation blocks scale features by their mean over the whole input
+# (measured in benchmarks/RESULTS.md, "Tiling sensitivity").
+SE_NOTE = (
+    "global operation: its squeeze-excitation blocks average over the whole input, so a tiled"
+    " result differs from the whole-image one; the planner runs it as one tile whenever memory"
+    " allows, else with a doubled overlap, and the report says which"
+)
 
 STRENGTHS = {
     "": "no denoising: keeps the most texture",
