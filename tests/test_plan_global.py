@@ -91,14 +91,14 @@ def upscaler_for(descriptor: ImageModelDescriptor, **options: object) -> Upscale
 def test_report_says_what_happened_and_one_tile_equals_the_whole_image(
     small_auto_tile: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pixels = np.random.default_rng(0).random((32, 48, 3)).astype(np.float32)
+    pixels = np.random.default_rng(0).random((72, 96, 3)).astype(np.float32)
     image, _ = image_from_array(pixels)
     planned, report = upscaler_for(tiny_dat()).upscale_image(image, out_dtype=np.float32)
     assert report.tiling[0]["whole_image"] and report.tiles == 1
     assert any(note.startswith("one tile: channel attention") for note in report.notes)
     forced, _ = upscaler_for(tiny_dat(), tile=4096).upscale_image(image, out_dtype=np.float32)
     np.testing.assert_array_equal(planned.pixels, forced.pixels)
-    small_tiles = upscaler_for(tiny_dat(), tile=16, tile_overlap=4)
+    small_tiles = upscaler_for(tiny_dat(), tile=32, tile_overlap=4)
     tiled, _ = small_tiles.upscale_image(image, out_dtype=np.float32)
     assert np.abs(tiled.pixels - forced.pixels).max() > 1e-4  # why it matters
 
