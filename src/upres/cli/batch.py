@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from upres.batch.driver import ENGINES, Summary, run_batch
-from upres.batch.item import ItemOptions, RunnerSpec
 from upres.cli.common import (
     COMPILE,
     EXIT_OK,
@@ -23,6 +21,13 @@ from upres.cli.common import (
 )
 from upres.errors import UpresError
 from upres.io.paths import FORMAT_SUFFIX
+
+if TYPE_CHECKING:
+    from upres.batch.driver import Summary
+    from upres.batch.item import ItemOptions, RunnerSpec
+
+# The same as upres.batch.driver.ENGINES, which is not imported here: it needs torch.
+ENGINES = ("local", "ray")
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +62,8 @@ def batch(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Upscale every image under SRC into DST, skipping what an earlier run finished."""
+    from upres.batch.item import ItemOptions, RunnerSpec
+
     if format is not None and format.lower() not in FORMAT_SUFFIX:
         usage_error(f"--format must be one of png, jpg, webp, tiff, bmp, not {format!r}")
     if engine not in ENGINES:
@@ -110,6 +117,7 @@ def _run_with_progress(
     ray_options: Any,
     retry_failed: bool,
 ) -> Summary:
+    from upres.batch.driver import run_batch
     from upres.cli.upscale import make_progress
 
     with make_progress() as progress:

@@ -8,10 +8,10 @@ another task, or one that changes the size, is refused before any file is touche
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from upres.api import ImageRunner, Pipeline
 from upres.cli.common import COMPILE, FAST, THREADS
 from upres.cli.upscale import (
     AS_JSON,
@@ -32,6 +32,9 @@ from upres.cli.upscale import (
     usage_error,
 )
 from upres.models.catalog import CATALOG, ModelCard
+
+if TYPE_CHECKING:
+    from upres.api import ImageRunner
 
 # Middle-of-the-range models: sigma 25 noise, and the mildest JPEG setting (quality 40),
 # which sharpens least when the real quality is unknown.
@@ -56,6 +59,8 @@ def name_problem(models: list[str], task: str) -> str | None:
 
 def task_problem(runner: ImageRunner, task: str) -> str | None:
     """Why the loaded models cannot do `task` at the same size, or None."""
+    from upres.api import Pipeline
+
     stages = runner.stages if isinstance(runner, Pipeline) else [runner]
     for stage in stages:
         card = stage.model.card

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.progress import (
@@ -18,7 +18,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
     COMPILE,
     EXIT_OK,
@@ -34,7 +33,11 @@ from upres.cli.common import (
 )
 from upres.errors import UpresError
 from upres.io.paths import FORMAT_SUFFIX, KEPT_SUFFIXES, Job, collect_inputs, plan_jobs
-from upres.io.video import VideoOptions
+
+if TYPE_CHECKING:
+    # torch, OpenCV and PyAV: imported where a model runs, so that --help starts at once.
+    from upres.api import FileResult, ImageRunner
+    from upres.io.video import VideoOptions
 
 
 def make_progress() -> Progress:
@@ -184,7 +187,7 @@ class Batch:
     fast: bool = True
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None: UPRES_THREADS or torch's default
-    video: VideoOptions = field(default_factory=VideoOptions)
+    video: VideoOptions | None = None  # None: the encoder's defaults
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
     # The NAME_TAG suffix of results written beside their inputs.
@@ -200,6 +203,9 @@ def run_batch(batch: Batch) -> NoReturn:
         print_error(f"{pattern}: matched no files")
     if not files:
         usage_error("no input images")
+    from upres.api import load
+    from upres.io.video import VideoOptions
+
     try:
         apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
         runner = load(
@@ -232,7 +238,7 @@ def run_batch(batch: Batch) -> NoReturn:
         "overwrite": batch.overwrite,
         "skip_existing": batch.skip_existing,
         "max_input_size": batch.max_input_size,
-        "video": batch.video,
+        "video": batch.video or VideoOptions(),
     }
     rows = run_jobs(runner, jobs, options)
     print_summary(rows, batch.as_json, runner.name)
@@ -285,6 +291,8 @@ def register(app: typer.Typer) -> None:
         pix_fmt: str = PIX_FMT,
     ) -> None:
         """Upscale images, videos and animations with a super-resolution model (or a chain)."""
+        from upres.io.video import VideoOptions
+
         run_batch(
             Batch(
                 inputs,

