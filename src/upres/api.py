@@ -601,7 +601,7 @@ def load_chain(
 
 def strength_for(target: str | Path, strength: float | None) -> float | None:
     """Pass a denoise strength only to the built-in models that blend weights."""
-    from upres.models.catalog import CATALOG
+    from upres.models.catalog import find_card
 
-    card = CATALOG.get(str(target).lower())
+    card = find_card(str(target))
     return strength if card is not None and card.blend_with else None

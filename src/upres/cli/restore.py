@@ -31,7 +31,7 @@ from upres.cli.upscale import (
     run_batch,
     usage_error,
 )
-from upres.models.catalog import CATALOG, ModelCard
+from upres.models.catalog import ModelCard, find_card
 
 if TYPE_CHECKING:
     from upres.api import ImageRunner
@@ -51,7 +51,7 @@ def wrong_task(card: ModelCard, task: str) -> str:
 def name_problem(models: list[str], task: str) -> str | None:
     """A built-in model made for another task, found before anything is downloaded."""
     for name in models:
-        card = CATALOG.get(name.lower())
+        card = find_card(name)
         if card is not None and card.task != task:
             return wrong_task(card, task)
     return None
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
 def model_task(models: list[str] | None) -> str | None:
     """The task of the first built-in model named, so `-m NAME` alone is enough."""
     for name in models or []:
-        card = CATALOG.get(name.lower())
+        card = find_card(name)
         if card is not None:
             return card.task
     return None

@@ -21,7 +21,7 @@ from spandrel import (
 )
 
 from upres.errors import ModelLoadError
-from upres.models.catalog import DEFAULT_MODEL, ModelCard, get_card
+from upres.models.catalog import DEFAULT_MODEL, ModelCard, find_card, get_card
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
@@ -46,7 +46,7 @@ def load_model(
     """
     target = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     path = Path(target).expanduser()
-    if path.is_file() or path.suffix.lower() in CHECKPOINT_SUFFIXES:
+    if names_a_file(path):
         if not path.is_file():
             raise ModelLoadError(path, "no such file")
         if denoise_strength is not None:
@@ -68,6 +68,16 @@ def card_weights(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
     state_dict = read_state_dict(path)
     inner = state_dict.get(card.weights_key) if card.weights_key else None
     return inner if isinstance(inner, dict) else state_dict
+
+
+def names_a_file(path: Path) -> bool:
+    """A file path, rather than a model name. A bare `RealESRGAN_x4plus.pth` that is not
+    here is the built-in model of that official name; with a folder it is a missing file."""
+    if path.is_file():
+        return True
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        return False
+    return len(path.parts) > 1 or find_card(path.name) is None
 
 
 def blend_strength(card: ModelCard, requested: float | None) -> float | None:
