@@ -1,12 +1,16 @@
 """`upres restore`: denoise or remove JPEG artefacts at the same size, through the same engine.
 
 It is `upscale`'s batch (files, folders, globs; a bad file never stops the rest) with
-models that keep the size: a task picks a sensible default model, and a model made for
-another task, or one that changes the size, is refused before any file is touched.
+models that keep the size. Without -m the model is picked per input and printed: for JPEG
+artefacts the one trained nearest to the file's own quality (estimated from its
+quantisation tables, or --jpeg-quality), for noise the one nearest to --sigma; grey models
+for grey images. A model made for another task, or one that changes the size, is refused
+before any file is touched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,13 +39,9 @@ from upres.models.catalog import ModelCard, find_card
 
 if TYPE_CHECKING:
     from upres.api import ImageRunner
+    from upres.models.restoration import Pick
 
-# Middle-of-the-range models: sigma 25 noise, and the mildest JPEG setting (quality 40),
-# which sharpens least when the real quality is unknown.
-DEFAULT_MODELS = {
-    "denoise": "swinir-denoise-colour-sigma25-x1",
-    "jpeg": "swinir-jpeg-colour-q40-x1",
-}
+TASKS = ("denoise", "jpeg")
 
 
 def wrong_task(card: ModelCard, task: str) -> str:
@@ -82,7 +82,23 @@ def register(app: typer.Typer) -> None:
             None,
             "-m",
             "--model",
-            help="A x1 model for the task (default: a SwinIR colour model); repeat to chain.",
+            help="A x1 model for the task (default: the SwinIR model picked for each input);"
+            " repeat to chain.",
+        ),
+        jpeg_quality: int | None = typer.Option(
+            None,
+            "--jpeg-quality",
+            min=1,
+            max=100,
+            help="jpeg: the quality the inputs were saved at (default: read from each file);"
+            " the model trained nearest to it (10, 20, 30, 40) is used.",
+        ),
+        sigma: float | None = typer.Option(
+            None,
+            "--sigma",
+            min=0.0,
+            help="denoise: the noise level in 0-255 units (15, 25 or 50; others go to the"
+            " nearest; default 25).",
         ),
         output: Path | None = OUTPUT,
         tile: str | None = TILE,
@@ -102,17 +118,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Denoise images or remove JPEG artefacts, keeping their size."""
         task = task or model_task(model)
-        if task not in DEFAULT_MODELS:
+        if task not in TASKS:
             usage_error(f"--task must be denoise or jpeg, not {task or 'missing'}")
-        models = model or [DEFAULT_MODELS[task]]
-        problem = name_problem(models, task)
+        problem = level_problem(task, model, jpeg_quality, sigma)
+        problem = problem or (name_problem(model, task) if model else None)
         if problem:
             usage_error(problem)
         run_batch(
             Batch(
                 inputs,
                 output,
-                models,
+                model,
                 tile=tile,
                 tile_overlap=tile_overlap,
                 precision=precision,
@@ -129,8 +145,29 @@ def register(app: typer.Typer) -> None:
                 threads=threads,
                 check=lambda runner: task_problem(runner, task),
                 tag=lambda _runner, _factor: task,
+                choose=None if model else chooser(task, jpeg_quality, sigma),
             )
         )
+
+
+def chooser(task: str, jpeg_quality: int | None, sigma: float | None) -> Callable[[Path], Pick]:
+    from upres.models.restoration import pick_denoise, pick_jpeg  # Pillow: once it runs
+
+    if task == "jpeg":
+        return lambda path: pick_jpeg(path, jpeg_quality)
+    return lambda path: pick_denoise(path, sigma)
+
+
+def level_problem(
+    task: str, models: list[str] | None, jpeg_quality: int | None, sigma: float | None
+) -> str | None:
+    """--jpeg-quality and --sigma pick a model: for their own task, and not next to -m."""
+    if (jpeg_quality is not None and task != "jpeg") or (sigma is not None and task != "denoise"):
+        return "--jpeg-quality goes with --task jpeg, --sigma with --task denoise"
+    given = "--jpeg-quality" if jpeg_quality is not None else "--sigma" if sigma is not None else ""
+    if given and models:
+        return f"{given} picks the model: give it or -m, not both"
+    return None
 
 
 def model_task(models: list[str] | None) -> str | None:

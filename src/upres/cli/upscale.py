@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     # torch, OpenCV and PyAV: imported where a model runs, so that --help starts at once.
     from upres.api import FileResult, ImageRunner
     from upres.io.video import VideoOptions
+    from upres.models.restoration import Pick
 
 
 def make_progress() -> Progress:
@@ -192,6 +193,9 @@ class Batch:
     check: Callable[[ImageRunner], str | None] | None = None
     # The NAME_TAG suffix of results written beside their inputs.
     tag: Callable[[ImageRunner, float], str] = lambda _runner, factor: f"x{factor:g}"
+    # The model for each input, chosen from the file (restore's pick by JPEG quality);
+    # None runs `models` on every input.
+    choose: Callable[[Path], Pick] | None = None
 
 
 def run_batch(batch: Batch) -> NoReturn:
@@ -203,13 +207,52 @@ def run_batch(batch: Batch) -> NoReturn:
         print_error(f"{pattern}: matched no files")
     if not files:
         usage_error("no input images")
-    from upres.api import load
     from upres.io.video import VideoOptions
+
+    picks = {file.path: batch.choose(file.path) for file in files} if batch.choose else {}
+    groups = sorted({pick.model for pick in picks.values()}) if picks else [None]
+    # Every model is loaded (and checked) before any file is touched.
+    runners = {model: load_runner(batch, [model] if model else batch.models) for model in groups}
+    first = next(iter(runners.values()))
+    tag = batch.tag(first, batch.scale or first.scale)
+    jobs = plan_jobs(files, batch.output, batch.format, tag)
+    if not batch.as_json:
+        for runner in runners.values():
+            print_note(
+                f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
+                f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}"
+            )
+        for path, pick in picks.items():
+            print_note(f"{path}: {pick.reason} -> {pick.model}")
+    options = {
+        "scale": batch.scale,
+        "sharpen": batch.sharpen,
+        "format": batch.format,
+        "quality": batch.quality,
+        "overwrite": batch.overwrite,
+        "skip_existing": batch.skip_existing,
+        "max_input_size": batch.max_input_size,
+        "video": batch.video or VideoOptions(),
+    }
+    rows = []
+    for model, runner in runners.items():
+        mine = [job for job in jobs if model is None or picks[job.source].model == model]
+        for row, job in zip(run_jobs(runner, mine, options), mine, strict=True):
+            pick = picks.get(job.source)
+            rows.append(row | ({"model": runner.name, "pick": pick.reason} if pick else {}))
+    print_summary(rows, batch.as_json, ", ".join(runner.name for runner in runners.values()))
+    failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def load_runner(batch: Batch, models: list[str] | None) -> ImageRunner:
+    """The loaded models, checked for the command; a problem is a usage error."""
+    from upres.api import load
 
     try:
         apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
         runner = load(
-            batch.models,
+            models,
             device=batch.device,
             precision=batch.precision,
             tile=batch.tile,
@@ -223,27 +266,7 @@ def run_batch(batch: Batch) -> NoReturn:
     problem = batch.check(runner) if batch.check else None
     if problem:
         usage_error(problem)
-    factor = batch.scale or runner.scale
-    jobs = plan_jobs(files, batch.output, batch.format, batch.tag(runner, factor))
-    if not batch.as_json:
-        print_note(
-            f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
-            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}"
-        )
-    options = {
-        "scale": batch.scale,
-        "sharpen": batch.sharpen,
-        "format": batch.format,
-        "quality": batch.quality,
-        "overwrite": batch.overwrite,
-        "skip_existing": batch.skip_existing,
-        "max_input_size": batch.max_input_size,
-        "video": batch.video or VideoOptions(),
-    }
-    rows = run_jobs(runner, jobs, options)
-    print_summary(rows, batch.as_json, runner.name)
-    failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
-    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+    return runner
 
 
 def usage_error(message: str) -> NoReturn:
