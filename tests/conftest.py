@@ -11,6 +11,8 @@ from spandrel import ImageModelDescriptor, ModelLoader
 from spandrel.architectures.Compact import Compact
 from spandrel.architectures.SwinIR import SwinIR
 
+from upres.settings import SEED_NAMES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
 
@@ -73,5 +75,10 @@ def isolated_cache(
 ) -> None:
     """Converted models go to one cache per test session, never the user's own."""
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "upres-cache"))
-    for knob in ("UPRES_TILE_SIZE", "UPRES_MAX_INPUT_SIZE", "UPRES_PRECISION"):
+    for knob in (
+        "UPRES_TILE_SIZE",
+        "UPRES_MAX_INPUT_SIZE",
+        "UPRES_PRECISION",
+        *SEED_NAMES.values(),
+    ):
         monkeypatch.delenv(knob, raising=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from upres.io.image import (
 )
 from upres.io.video import VideoOptions, is_video_file, upscale_video
 from upres.models.loader import LoadedModel, load_model
+from upres.settings import setting
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
 
@@ -66,8 +66,13 @@ class FileResult:
 
 
 def default_max_input_size() -> int | None:
-    value = os.environ.get(MAX_INPUT_ENV)
-    return int(value) if value else None
+    value = setting(MAX_INPUT_ENV)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{MAX_INPUT_ENV} must be a number of pixels, not {value!r}") from None
 
 
 class ImageRunner:
@@ -425,7 +430,7 @@ class Upscaler(ImageRunner):
 def card_precision(requested: str, model: LoadedModel, device: torch.device) -> str:
     """An explicit request or UPRES_PRECISION wins; else the card's preference, off the CPU."""
     preferred = model.card.preferred_precision if model.card else "auto"
-    if requested != "auto" or os.environ.get("UPRES_PRECISION") or device.type == "cpu":
+    if requested != "auto" or setting("UPRES_PRECISION") or device.type == "cpu":
         return requested
     return preferred
 

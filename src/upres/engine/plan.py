@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
 import psutil
 import torch
 from spandrel import ImageModelDescriptor
+
+from upres.settings import setting
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -121,7 +122,7 @@ def choose_precision(
     black images (SwinIR-family outputs overflow in fp16).
     """
     if requested == "auto":
-        requested = os.environ.get("UPRES_PRECISION", "auto").lower()
+        requested = (setting("UPRES_PRECISION") or "auto").lower()
     if requested not in ("auto", *DTYPES):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {requested!r}")
     if requested == "auto" and device.type == "cpu":
@@ -211,7 +212,7 @@ def tiles_per_batch(
 def parse_tile(value: str | int | None) -> int | None:
     """`auto` (or None) -> None, meaning planned from memory; otherwise a positive integer."""
     if value is None:
-        value = os.environ.get("UPRES_TILE_SIZE", "auto")
+        value = setting("UPRES_TILE_SIZE") or "auto"
     if isinstance(value, int):
         tile = value
     elif str(value).strip().lower() == "auto":
