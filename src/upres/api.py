@@ -578,6 +578,7 @@ def load(
     `denoise_strength` (0..1) sets it for models that have one (realesr-general-v3-x4).
     `fast=False` runs the checkpoint's reference modules; `compile=True` adds torch.compile.
     """
+    resolve_device(device)  # a device that is not there is refused before weights are fetched
     options = {"device": device, "precision": precision, "tile": tile}
     options |= {"tile_overlap": tile_overlap, "fast": fast, "compile": compile}
     if isinstance(name_or_path, list | tuple):

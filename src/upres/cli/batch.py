@@ -6,6 +6,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from upres.cli.common import (
     COMPILE,
@@ -130,7 +131,8 @@ def _run_with_progress(
 
         def on_row(row: dict) -> None:
             if row["status"] == "failed":
-                progress.console.print(f"[bold red]error:[/] {row['error']}", highlight=False)
+                message = escape(str(row["error"]))
+                progress.console.print(f"[bold red]error:[/] {message}", highlight=False)
             progress.advance(task)
 
         return run_batch(

@@ -41,10 +41,10 @@ def register(app: typer.Typer) -> None:
 
         try:
             models = select(model)
+            target = resolve_device(device)
         except ValueError as error:
             print_error(str(error))
             raise typer.Exit(EXIT_USAGE) from None
-        target = resolve_device(device)
         side = size or SIDES[("cpu" if target.type == "cpu" else "gpu", quick)]
         if side < 16 or (repeats is not None and repeats < 1):
             print_error("--size must be at least 16 and --repeats at least 1")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 # Results go to stdout (so --json stays parseable); progress and errors to stderr.
 out = Console(soft_wrap=True)
@@ -16,12 +18,22 @@ EXIT_SOME_FAILED = 1
 EXIT_USAGE = 2
 
 
+# Messages are plain text: escaped, so that `pip install 'upres[ray]'` or a file named
+# `photo[1].png` keeps its brackets instead of being read as rich markup.
 def print_error(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
 
 
 def print_note(message: str) -> None:
-    err.print(f"[yellow]note:[/] {message}", highlight=False)
+    err.print(f"[yellow]note:[/] {escape(message)}", highlight=False)
+
+
+def quiet_library_warnings() -> None:
+    """Warnings raised inside torch, torchvision and spandrel speak to their developers
+    (deprecations, internal notices such as meshgrid's indexing argument), not to a person
+    running a command: the command's own notes say what matters."""
+    for library in ("torch", "torchvision", "spandrel"):
+        warnings.filterwarnings("ignore", module=rf"{library}(\.|$)")
 
 
 # -- how a loaded model runs (upscale, restore, batch) -------------------------------------

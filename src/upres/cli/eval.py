@@ -94,7 +94,7 @@ def register(app: typer.Typer) -> None:
                 tile=tile,
                 save_crops=save_crops,
             )
-        except UpresError as error:
+        except (UpresError, ValueError) as error:  # ValueError: e.g. a device not here
             fail(str(error))
         if output_dir is not None:
             write_results(result, output_dir)

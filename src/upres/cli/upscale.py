@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -92,11 +93,11 @@ def run_jobs(upscaler: ImageRunner, jobs: list[Job], options: dict) -> list[dict
                 rows.append(result_row(job, result, None))
                 for note in result.report.notes if result.report else []:
                     progress.console.print(
-                        f"[yellow]note:[/] {job.source}: {note}", highlight=False
+                        f"[yellow]note:[/] {escape(f'{job.source}: {note}')}", highlight=False
                     )
             except (UpresError, ValueError) as error:
                 rows.append(result_row(job, None, str(error)))
-                progress.console.print(f"[bold red]error:[/] {error}", highlight=False)
+                progress.console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False)
             progress.advance(images)
     return rows
 

@@ -7,6 +7,7 @@ Built-in models are obtained by their card's source (see sources.py) into a per-
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,12 @@ from upres.errors import ModelLoadError
 from upres.models.catalog import DEFAULT_MODEL, ModelCard, find_card, get_card
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+
+# spandrel's Swin-family and DAT networks call torch.meshgrid without `indexing`; the
+# default they rely on is the one torch keeps, so the notice says nothing to our users.
+warnings.filterwarnings(
+    "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
+)
 
 
 @dataclass(frozen=True)
