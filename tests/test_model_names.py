@@ -4,6 +4,7 @@ three nearest names, not the whole catalogue."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from upres.models.catalog import (
     release_names,
 )
 from upres.models.loader import names_a_file
+from upres.models.sources import UrlSource
 
 runner = CliRunner()
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "lighthouse.png"
@@ -79,11 +81,20 @@ def test_an_alias_that_names_two_models_is_refused_when_the_index_is_built(monke
     first = CATALOG["hat-x4"]
     clash = ModelCard(**{**vars(first), "name": "hat-clash-x4", "aliases": ("HAT-S_SRx2",)})
     other = ModelCard(**{**vars(first), "name": "hat-other-x4", "aliases": ("HAT-S_SRx2",)})
-    monkeypatch.setattr(catalog, "CATALOG", {**CATALOG, clash.name: clash, other.name: other})
-    monkeypatch.setattr(catalog, "_names", None)
+    monkeypatch.setitem(CATALOG, clash.name, clash)
+    monkeypatch.setitem(CATALOG, other.name, other)
     with pytest.raises(ValueError, match="names both"):
         catalog.name_index()
-    monkeypatch.setattr(catalog, "_names", None)
+
+
+def test_a_card_added_later_is_found_by_its_names(monkeypatch):
+    first = CATALOG["hat-x4"]
+    source = UrlSource(None, "HAT_late_SRx4.pth")
+    late = dataclasses.replace(first, name="hat-late-x4", aliases=("HAT_late",), source=source)
+    assert find_card("HAT_late") is None
+    monkeypatch.setitem(CATALOG, late.name, late)
+    assert find_card("hat_late.pth") is late and find_card("HAT-LATE-X4") is late
+    assert find_card("hat_late_srx4") is late
 
 
 def test_names_of_lists_the_card_name_first():

@@ -65,12 +65,10 @@ NAME_EXTENSIONS = (".pth", ".pt", ".ckpt", ".safetensors", ".param", ".bin", ".o
 
 
 def register(*cards: ModelCard) -> None:
-    global _names
     for card in cards:
         if card.name in CATALOG:
             raise ValueError(f"model name {card.name!r} registered twice")
         CATALOG[card.name] = card
-    _names = None
 
 
 def name_key(name: str) -> str:
@@ -103,14 +101,17 @@ def names_of(card: ModelCard) -> tuple[str, ...]:
     return (card.name, *card.aliases, *release_names(card))
 
 
-# name_key -> card name; built on first use. A catalogue name beats an alias, an alias
-# beats a derived file name (RealESRGAN_x4plus is the offline model, not the -pth download).
+# name_key -> card name, built on first use and again whenever CATALOG changed. A
+# catalogue name beats an alias, an alias beats a derived file name (RealESRGAN_x4plus is
+# the offline model, not the -pth download).
 _names: dict[str, str] | None = None
+_names_of: list[tuple[str, int]] = []  # the catalogue the index was built from
 
 
 def name_index() -> dict[str, str]:
-    global _names
-    if _names is None:
+    global _names, _names_of
+    catalogue = [(name, id(card)) for name, card in CATALOG.items()]
+    if _names is None or catalogue != _names_of:
         index: dict[str, str] = {}
         for rank in (
             lambda card: (card.name,),
@@ -125,12 +126,14 @@ def name_index() -> dict[str, str]:
                         raise ValueError(f"{name!r} names both {claimed[key]} and {card.name}")
                     claimed[key] = card.name
             index = claimed | index  # earlier ranks win
-        _names = index
+        _names, _names_of = index, catalogue
     return _names
 
 
 def find_card(name: str) -> ModelCard | None:
     """The card a name (catalogue name, alias or official file name) means, or None."""
+    if name.lower() in CATALOG:
+        return CATALOG[name.lower()]
     card_name = name_index().get(name_key(name))
     return CATALOG[card_name] if card_name is not None else None
 
