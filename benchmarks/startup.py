@@ -4,14 +4,17 @@
 
 Every command runs in a fresh interpreter, the commands interleaved round by round so
 that a busy machine slows them alike; the median of the rounds is reported. The upscale
-row is the README's example; "model run" is that example's first (cold) upscale call timed
-inside a process, so `upscale - (import torch + model run)` is what the command adds
-around the model. Then the largest `-X importtime` entries of `--version` and `upscale`.
+row is the README's example run with --json, whose `seconds` is the image's own run
+(decode, model, encode) timed inside that same process, so
+`upscale - image run - import torch` is what the command adds around torch and the model
+(target: at most 1.5 s), free of the model's run-to-run noise. First, the largest
+`-X importtime` entries of `--version` and `upscale`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import statistics
@@ -25,18 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "lighthouse.png"
 PYTHON = sys.executable
 
-# The model's own run: load outside the clock, then one cold call on the decoded pixels.
-MODEL_RUN = """
-import sys, time
-import numpy as np
-from PIL import Image
-import upres
-upscaler = upres.load(device="cpu")
-pixels = np.asarray(Image.open(sys.argv[1]).convert("RGB"))
-start = time.perf_counter()
-upscaler(pixels)
-print(time.perf_counter() - start)
-"""
+UPSCALE = "upres upscale (README example)"
+IMAGE_RUN = "  of which the image's run (--json seconds)"
 
 
 def environment(threads: int | None) -> dict[str, str]:
@@ -46,22 +39,14 @@ def environment(threads: int | None) -> dict[str, str]:
     return env
 
 
-def wall_time(command: list[str], env: dict[str, str]) -> float:
+def timed(command: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """Wall seconds of the whole command, and its stdout."""
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    return seconds
-
-
-def model_run(env: dict[str, str]) -> float:
-    done = subprocess.run(
-        [PYTHON, "-c", MODEL_RUN, str(EXAMPLE)], capture_output=True, text=True, env=env
-    )
-    if done.returncode != 0:
-        raise SystemExit(done.stderr)
-    return float(done.stdout.strip().splitlines()[-1])
+    return seconds, done.stdout
 
 
 def import_times(command: list[str], env: dict[str, str], top: int) -> list[tuple[str, float]]:
@@ -92,35 +77,40 @@ def main() -> None:
             "upres --version": [*upres, "--version"],
             "upres --help": [*upres, "--help"],
             "upres models": [*upres, "models"],
-            "upres upscale (README example)": [
-                *upres, "upscale", str(EXAMPLE), "-o", str(output), "--overwrite"
-            ],
-        }  # fmt: skip
-        wall_time(commands["upres upscale (README example)"], env)  # converts the model once
+            UPSCALE: [*upres, "upscale", str(EXAMPLE), "-o", str(output), "--overwrite", "--json"],
+        }
+        timed(commands[UPSCALE], env)  # converts the model into the cache once
+        for title in ("upres --version", UPSCALE):
+            print(f"-X importtime, {title}: largest first-level imports (cumulative s)")
+            for module, seconds in import_times(commands[title][1:], env, args.top):
+                print(f"  {module:<40} {seconds:.3f}")
+            print(flush=True)
         times: dict[str, list[float]] = {name: [] for name in commands}
-        times["model run (in process)"] = []
-        for _ in range(args.repeats):
+        times[IMAGE_RUN] = []
+        for round_number in range(args.repeats):
             for name, command in commands.items():
-                times[name].append(wall_time(command, env))
-            times["model run (in process)"].append(model_run(env))
+                seconds, stdout = timed(command, env)
+                times[name].append(seconds)
+                if name == UPSCALE:
+                    times[IMAGE_RUN].append(json.loads(stdout)["images"][0]["seconds"])
+            latest = ", ".join(f"{values[-1]:.2f}" for values in times.values())
+            print(f"round {round_number + 1}: {latest}", flush=True)
         medians = {name: statistics.median(values) for name, values in times.items()}
         torch_s = medians["python -c 'import torch'"]
-        print(f"{args.repeats} rounds, median wall seconds; load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"\n{args.repeats} rounds, median wall seconds; load average {os.getloadavg()[0]:.1f}"
+        )
         print("| command | median s | min s | / import torch |")
         print("|---|---:|---:|---:|")
         for name, values in times.items():
             ratio = medians[name] / torch_s
             print(f"| {name} | {medians[name]:.2f} | {min(values):.2f} | {ratio:.2f} |")
-        upscale_s = medians["upres upscale (README example)"]
-        added = upscale_s - (torch_s + medians["model run (in process)"])
-        print(f"\nupscale - (import torch + model run) = {added:.2f} s (target <= 1.5 s)")
-        for title, command in (
-            ("upres --version", commands["upres --version"][1:]),
-            ("upres upscale", commands["upres upscale (README example)"][1:]),
-        ):
-            print(f"\n-X importtime, {title}: largest first-level imports (cumulative s)")
-            for module, seconds in import_times(command, env, args.top):
-                print(f"  {module:<40} {seconds:.3f}")
+        pairs = zip(times[UPSCALE], times[IMAGE_RUN], strict=True)
+        added = [whole - image - torch_s for whole, image in pairs]
+        print(
+            f"\nupscale - image run - import torch: median {statistics.median(added):.2f} s,"
+            f" min {min(added):.2f} s (target <= 1.5 s)"
+        )
 
 
 if __name__ == "__main__":
