@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from upres.errors import (
@@ -24,11 +23,6 @@ from upres.errors import (
 if TYPE_CHECKING:
     from upres.api import Pipeline, Upscaler, load, load_chain
 
-try:
-    __version__ = version("upres")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+source"
-
 # The engine needs torch (seconds to import); `import upres` alone must stay instant so
 # that `upres --help` and `upres models` start at once. These come from upres.api on first use.
 _FROM_API = ("Pipeline", "Upscaler", "load", "load_chain")
@@ -39,11 +33,22 @@ def __getattr__(name: str) -> Any:
         import upres.api
 
         return getattr(upres.api, name)
+    if name == "__version__":  # reading package metadata scans every installed package
+        return installed_version()
     raise AttributeError(f"module 'upres' has no attribute {name!r}")
 
 
+def installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("upres")
+    except PackageNotFoundError:  # running from a source tree
+        return "0.0.0+source"
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_FROM_API))
+    return sorted(set(globals()) | {*_FROM_API, "__version__"})
 
 
 __all__ = [
