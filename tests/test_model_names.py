@@ -163,3 +163,14 @@ def test_cli_unknown_model_is_one_line_with_suggestions(tmp_path):
     assert "swinir-jpeg" not in lines[0]
     info = runner.invoke(app, ["models", "info", "HAT_SRx4", "--json"])
     assert info.exit_code == 0 and '"name": "hat-x4"' in info.stdout
+
+
+def test_the_service_suggests_names_and_takes_official_ones():
+    from upres.server.limits import ServiceError
+    from upres.server.models import explicit
+
+    with pytest.raises(ServiceError) as caught:
+        explicit("RealESRGAN_x4pls")
+    assert caught.value.status == 404
+    assert "did you mean realesrgan-x4plus" in caught.value.detail
+    assert explicit("RealESRGAN_x4plus.pth").card.name == "realesrgan-x4plus"

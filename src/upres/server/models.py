@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from upres.errors import ModelNotFoundError
-from upres.models.catalog import CATALOG, ModelCard, get_card
+from upres.models.catalog import CATALOG, ModelCard, closest_names, get_card
 from upres.server.config import ServeConfig
 from upres.server.limits import ServiceError
 
@@ -48,7 +48,7 @@ def explicit(name: str) -> Choice:
         raise ServiceError(
             404,
             "unknown_model",
-            f"unknown model {name!r}",
+            f"unknown model {name!r}" + did_you_mean(name),
             extra={"available": sorted(c.name for c in CATALOG.values() if available(c))},
         ) from None
     if not available(card):
@@ -58,6 +58,11 @@ def explicit(name: str) -> Choice:
             f"model {card.name!r} is in the catalogue but its weights are not on this server",
         )
     return Choice(card)
+
+
+def did_you_mean(name: str) -> str:
+    nearest = closest_names(name)
+    return f"; did you mean {', '.join(nearest)}?" if nearest else ""
 
 
 def for_scale(card: ModelCard, scale: float | None) -> ModelCard:
