@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
-from upres.batch.driver import ENGINES, Summary, run_batch
-from upres.batch.item import ItemOptions, RunnerSpec
 from upres.cli.common import (
     COMPILE,
     EXIT_OK,
@@ -23,6 +22,13 @@ from upres.cli.common import (
 )
 from upres.errors import RequestError, UpresError
 from upres.request import UpscaleRequest
+
+if TYPE_CHECKING:
+    from upres.batch.driver import Summary
+    from upres.batch.item import ItemOptions, RunnerSpec
+
+# The same as upres.batch.driver.ENGINES, which is not imported here: it needs torch.
+ENGINES = ("local", "ray")
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +63,8 @@ def batch(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Upscale every image under SRC into DST, skipping what an earlier run finished."""
+    from upres.batch.item import ItemOptions, RunnerSpec
+
     try:  # the same rules and messages as `upres upscale`, before any item is read
         request = UpscaleRequest(
             models=tuple(model or ()),
@@ -116,6 +124,7 @@ def _run_with_progress(
     ray_options: Any,
     retry_failed: bool,
 ) -> Summary:
+    from upres.batch.driver import run_batch
     from upres.cli.upscale import make_progress
 
     with make_progress() as progress:
@@ -128,7 +137,8 @@ def _run_with_progress(
 
         def on_row(row: dict) -> None:
             if row["status"] == "failed":
-                progress.console.print(f"[bold red]error:[/] {row['error']}", highlight=False)
+                message = escape(str(row["error"]))
+                progress.console.print(f"[bold red]error:[/] {message}", highlight=False)
             progress.advance(task)
 
         return run_batch(

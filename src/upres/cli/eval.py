@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.progress import Progress
@@ -13,8 +13,9 @@ from rich.table import Table
 
 from upres.cli.common import EXIT_USAGE, err, out, print_error
 from upres.errors import UpresError
-from upres.metrics.evaluate import EvalResult, evaluate
-from upres.metrics.tasks import TASKS
+
+if TYPE_CHECKING:
+    from upres.metrics.evaluate import EvalResult
 
 COLUMN_TITLES = {
     "psnr_y": "PSNR-Y",
@@ -74,6 +75,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score a model on a benchmark set: PSNR/SSIM on Y and RGB (and PSNR-B for JPEG)."""
+        from upres.metrics.tasks import TASKS  # numpy, OpenCV: only once the command runs
+
         if task not in TASKS:
             fail(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
         try:
@@ -91,7 +94,7 @@ def register(app: typer.Typer) -> None:
                 tile=tile,
                 save_crops=save_crops,
             )
-        except UpresError as error:
+        except (UpresError, ValueError) as error:  # ValueError: e.g. a device not here
             fail(str(error))
         if output_dir is not None:
             write_results(result, output_dir)
@@ -108,6 +111,8 @@ def fail(message: str) -> NoReturn:
 
 def run_with_progress(show: bool, **options: Any) -> EvalResult:
     """evaluate(), with a progress bar on stderr unless the output must stay pure JSON."""
+    from upres.metrics.evaluate import evaluate
+
     if not show:
         return evaluate(**options)
     with Progress(console=err, transient=True) as progress:
