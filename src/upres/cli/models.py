@@ -234,6 +234,14 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(rows, indent=2))
             return
         out.print(list_table(rows, out.width))
+        for row in rows:  # the reason may be in a column the terminal had no room for
+            if row["state"] == "broken":
+                out.print(
+                    f"{row['name']}: {row['reason']}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=False,
+                )
         out.print(legend(), highlight=False, markup=False, soft_wrap=False)
 
     @models_app.command("info")
