@@ -14,6 +14,8 @@ from spandrel import ImageModelDescriptor, ModelLoader
 from spandrel.architectures.Compact import Compact
 from spandrel.architectures.SwinIR import SwinIR
 
+from upres.settings import SEED_NAMES
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # As the README says: ../shared/datasets beside the checkout, or $UPRES_DATASETS.
 DATASETS = Path(os.environ.get("UPRES_DATASETS") or PROJECT_ROOT.parent / "shared" / "datasets")
@@ -77,7 +79,12 @@ def isolated_cache(
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "upres-cache"))
     # Nor the user's models folder: an absent one, unless a test makes its own.
     monkeypatch.setenv("UPRES_MODELS_DIR", str(tmp_path_factory.getbasetemp() / "no-models"))
-    for knob in ("UPRES_TILE_SIZE", "UPRES_MAX_INPUT_SIZE", "UPRES_PRECISION"):
+    for knob in (
+        "UPRES_TILE_SIZE",
+        "UPRES_MAX_INPUT_SIZE",
+        "UPRES_PRECISION",
+        *SEED_NAMES.values(),
+    ):
         monkeypatch.delenv(knob, raising=False)
 
 

@@ -8,8 +8,8 @@ import torch
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-import upres.cli.batch
-import upres.cli.upscale
+import upres.api
+import upres.batch.driver
 from conftest import tiny_compact
 from upres.cli.main import app
 
@@ -112,7 +112,8 @@ def test_fast_and_compile_reach_the_loader(picture, compact_checkpoint, monkeypa
         seen.append(kwargs)
         raise Refused("stopped before loading")
 
-    monkeypatch.setattr(upres.cli.upscale, "load", recording_load)
+    # The command imports upres.api.load when it runs (so that --help stays light).
+    monkeypatch.setattr(upres.api, "load", recording_load)
     for flags in ((), ("--no-fast",), ("--compile",)):
         result = upres_cli("upscale", picture, "-m", compact_checkpoint, *flags)
         assert result.exit_code == 2 and "stopped before loading" in result.stderr
@@ -168,7 +169,7 @@ def test_batch_spec_carries_fast_compile_and_threads(picture, tmp_path, monkeypa
         specs.append(spec)
         raise Refused("stopped before loading")
 
-    monkeypatch.setattr(upres.cli.batch, "run_batch", recording_run_batch)
+    monkeypatch.setattr(upres.batch.driver, "run_batch", recording_run_batch)
     flags = ("--no-fast", "--compile", "--threads", "3")
     result = upres_cli("batch", picture.parent, tmp_path / "out", *flags)
     assert result.exit_code == 2 and "stopped before loading" in result.stderr

@@ -7,9 +7,10 @@
 >>> chain = upres.load(["swinir-jpeg-colour-q40-x1", "swin2sr-classical-x4"])  # in order
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from upres.api import Pipeline, Upscaler, load, load_chain
+from typing import TYPE_CHECKING, Any
+
 from upres.errors import (
     BadInputError,
     ModelLoadError,
@@ -24,10 +25,36 @@ from upres.errors import (
 )
 from upres.request import UpscaleRequest
 
-try:
-    __version__ = version("upres")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0+source"
+if TYPE_CHECKING:
+    from upres.api import Pipeline, Upscaler, load, load_chain
+
+# The engine needs torch (seconds to import); `import upres` alone must stay instant so
+# that `upres --help` and `upres models` start at once. These come from upres.api on first use.
+_FROM_API = ("Pipeline", "Upscaler", "load", "load_chain")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_API:
+        import upres.api
+
+        return getattr(upres.api, name)
+    if name == "__version__":  # reading package metadata scans every installed package
+        return installed_version()
+    raise AttributeError(f"module 'upres' has no attribute {name!r}")
+
+
+def installed_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("upres")
+    except PackageNotFoundError:  # running from a source tree
+        return "0.0.0+source"
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {*_FROM_API, "__version__"})
+
 
 __all__ = [
     "BadInputError",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from upres.engine.cores import recheck as recheck_threads
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
-from upres.errors import BadInputError, ModelNotFoundError, OutputError
+from upres.errors import BadInputError, ModelNotFoundError, OutputError, RequestError
 from upres.io.animation import upscale_animation
 from upres.io.frames import FrameUpscaler, MediaReport
 from upres.io.image import (
@@ -44,6 +43,7 @@ from upres.io.video import VideoOptions, upscale_video
 from upres.models.loader import LoadedModel, load_model
 from upres.preflight import ANIMATION, VIDEO, check_input
 from upres.request import NO_TILING, UpscaleRequest, check_output_size, downsized, parse_tile
+from upres.settings import setting
 
 if TYPE_CHECKING:
     from upres.faces.enhance import FaceOptions
@@ -75,8 +75,13 @@ class FileResult:
 
 
 def default_max_input_size() -> int | None:
-    value = os.environ.get(MAX_INPUT_ENV)
-    return int(value) if value else None
+    value = setting(MAX_INPUT_ENV)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{MAX_INPUT_ENV} must be a number of pixels, not {value!r}") from None
 
 
 class ImageRunner:
@@ -315,7 +320,7 @@ class Upscaler(ImageRunner):
         self.device = resolve_device(device)
         self.precision = card_precision(precision, model, self.device)
         if tile is None:
-            tile = os.environ.get("UPRES_TILE_SIZE")
+            tile = setting("UPRES_TILE_SIZE")
         self.tile = parse_tile(tile)  # None: planned from memory; 0: the whole image
         self.tile_overlap = tile_overlap
         # fast=False runs the checkpoint's own modules, cast to the planned dtype (the
@@ -562,7 +567,7 @@ class Upscaler(ImageRunner):
 def card_precision(requested: str, model: LoadedModel, device: torch.device) -> str:
     """An explicit request or UPRES_PRECISION wins; else the card's preference, off the CPU."""
     preferred = model.card.preferred_precision if model.card else "auto"
-    if requested != "auto" or os.environ.get("UPRES_PRECISION") or device.type == "cpu":
+    if requested != "auto" or setting("UPRES_PRECISION") or device.type == "cpu":
         return requested
     return preferred
 
@@ -760,6 +765,7 @@ def load(
         device=device,
         denoise_strength=denoise_strength,
     )
+    check_device(checked.device)  # a device that is not there is refused before weights load
     options = {"device": checked.device, "precision": checked.precision, "tile": checked.tile}
     options |= {"tile_overlap": checked.tile_overlap, "fast": fast, "compile": compile}
     faces = face_options(face_enhance, face_strength, face_min_size, face_confidence)
@@ -776,6 +782,14 @@ def load(
     from upres.faces.enhance import enhance
 
     return enhance(runner, faces)
+
+
+def check_device(device: str) -> None:
+    """RequestError (a ValueError) when `device` is not on this machine, in one line."""
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        raise RequestError("device", str(error).removeprefix("device ")) from None
 
 
 def face_options(
@@ -818,7 +832,7 @@ def load_chain(
 
 def strength_for(target: str | Path, strength: float | None) -> float | None:
     """Pass a denoise strength only to the built-in models that blend weights."""
-    from upres.models.catalog import CATALOG
+    from upres.models.catalog import find_card
 
-    card = CATALOG.get(str(target).lower())
+    card = find_card(str(target))
     return strength if card is not None and card.blend_with else None

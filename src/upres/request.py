@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from upres.errors import OutputTooLargeError, RequestError
+from upres.settings import setting
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ALPHA_MODES = ("model", "bicubic")
@@ -118,8 +119,9 @@ class UpscaleRequest:
         """The result's size for an input of this size, after the max_input_size downsize
         (or UPRES_MAX_INPUT_SIZE's, as the engine applies it)."""
         limit = self.max_input_size
-        if limit is None and os.environ.get("UPRES_MAX_INPUT_SIZE", "").strip().isdigit():
-            limit = int(os.environ["UPRES_MAX_INPUT_SIZE"])
+        configured = setting("UPRES_MAX_INPUT_SIZE")  # or the seed's MAX_INPUT_SIZE
+        if limit is None and configured is not None and configured.isdigit():
+            limit = int(configured)
         width, height = downsized(width, height, limit)
         return self.output_size(width, height, model_scale)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.progress import (
@@ -17,9 +17,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+from rich.markup import escape
 
-from upres.batch.driver import ENGINES, Summary, run_batch
-from upres.batch.item import ItemOptions, RunnerSpec
 from upres.cli.common import (
     COMPILE,
     EXIT_OK,
@@ -36,6 +35,13 @@ from upres.errors import RequestError, UpresError
 from upres.request import UpscaleRequest
 
 ERRORS_PRINTED = 10  # failures printed as they happen; the manifest has every one
+
+if TYPE_CHECKING:
+    from upres.batch.driver import Summary
+    from upres.batch.item import ItemOptions, RunnerSpec
+
+# The same as upres.batch.driver.ENGINES, which is not imported here: it needs torch.
+ENGINES = ("local", "ray")
 
 
 def register(app: typer.Typer) -> None:
@@ -70,6 +76,8 @@ def batch(
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
     """Upscale every image under SRC into DST, skipping what an earlier run finished."""
+    from upres.batch.item import ItemOptions, RunnerSpec
+
     try:  # the same rules and messages as `upres upscale`, before any item is read
         request = UpscaleRequest(
             models=tuple(model or ()),
@@ -130,6 +138,8 @@ def _run_with_progress(
     ray_options: Any,
     retry_failed: bool,
 ) -> Summary:
+    from upres.batch.driver import run_batch
+
     with batch_progress() as progress:
         task = progress.add_task("listing", total=None)
         failures = 0
@@ -144,7 +154,9 @@ def _run_with_progress(
             if row["status"] == "failed":
                 failures += 1
                 if failures <= ERRORS_PRINTED:
-                    progress.console.print(f"[bold red]error:[/] {row['error']}", highlight=False)
+                    progress.console.print(
+                        f"[bold red]error:[/] {escape(str(row['error']))}", highlight=False
+                    )
                 if failures == ERRORS_PRINTED:
                     progress.console.print("[dim]further failures: see the manifest[/]")
             progress.advance(task)

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-import torch
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from upres.bench.measure import STOCK_TILE, BenchReport, bench_image, bench_model, device_name
-from upres.bench.models import select
 from upres.cli.common import EXIT_USAGE, err, out, print_error
-from upres.engine.plan import resolve_device
+
+if TYPE_CHECKING:
+    from upres.bench.measure import BenchReport
 
 # Input sides (pixels): quick fits a minute on a 2-core CPU; a GPU needs bigger inputs to fill.
 SIDES = {("cpu", True): 64, ("cpu", False): 192, ("gpu", True): 512, ("gpu", False): 1024}
@@ -33,12 +33,18 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Time SwinIR-M, Swin2SR, HAT, DAT-light, RRDBNet and Compact (x4, random weights)."""
+        import torch
+
+        from upres.bench.measure import BenchReport, bench_image, bench_model, device_name
+        from upres.bench.models import select
+        from upres.engine.plan import resolve_device
+
         try:
             models = select(model)
+            target = resolve_device(device)
         except ValueError as error:
             print_error(str(error))
             raise typer.Exit(EXIT_USAGE) from None
-        target = resolve_device(device)
         side = size or SIDES[("cpu" if target.type == "cpu" else "gpu", quick)]
         if side < 16 or (repeats is not None and repeats < 1):
             print_error("--size must be at least 16 and --repeats at least 1")
@@ -68,6 +74,8 @@ SHORT_DTYPE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def show(report: BenchReport) -> None:
+    from upres.bench.measure import STOCK_TILE
+
     height, width = report.size
     table = Table(
         title=f"{report.device_name} ({report.device}, {report.threads} threads), "

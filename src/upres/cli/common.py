@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import typer
 from rich.console import Console
@@ -27,12 +28,22 @@ def shown(text: object) -> str:
     return escape(raw.decode("utf-8", "backslashreplace"))
 
 
+# Messages are plain text: escaped, so that `pip install 'upres[ray]'` or a file named
+# `photo[1].png` keeps its brackets instead of being read as rich markup.
 def print_error(message: str) -> None:
     err.print(f"[bold red]error:[/] {shown(message)}", highlight=False, markup=True)
 
 
 def print_note(message: str) -> None:
     err.print(f"[yellow]note:[/] {shown(message)}", highlight=False)
+
+
+def quiet_library_warnings() -> None:
+    """Warnings raised inside torch, torchvision and spandrel speak to their developers
+    (deprecations, internal notices such as meshgrid's indexing argument), not to a person
+    running a command: the command's own notes say what matters."""
+    for library in ("torch", "torchvision", "spandrel"):
+        warnings.filterwarnings("ignore", module=rf"{library}(\.|$)")
 
 
 # -- how a loaded model runs (upscale, restore, batch) -------------------------------------

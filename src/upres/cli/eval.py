@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 from rich.progress import Progress
@@ -13,8 +13,9 @@ from rich.table import Table
 
 from upres.cli.common import EXIT_USAGE, err, out, print_error, print_note
 from upres.errors import UpresError
-from upres.metrics.evaluate import EvalResult, ImageScore, evaluate
-from upres.metrics.tasks import TASKS
+
+if TYPE_CHECKING:
+    from upres.metrics.evaluate import EvalResult, ImageScore
 
 COLUMN_TITLES = {
     "psnr_y": "PSNR-Y",
@@ -84,6 +85,8 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Score a model on a benchmark set: PSNR/SSIM on Y and RGB (and PSNR-B for JPEG)."""
+        from upres.metrics.tasks import TASKS  # numpy, OpenCV: only once the command runs
+
         if task not in TASKS:
             fail(f"unknown task {task!r}: expected one of {', '.join(TASKS)}")
         if limit is not None and limit < 1:
@@ -104,7 +107,7 @@ def register(app: typer.Typer) -> None:
                 limit=limit,
                 save_images=save_images,
             )
-        except UpresError as error:
+        except (UpresError, ValueError) as error:  # ValueError: e.g. a device not here
             fail(str(error))
         for warning in result.warnings:
             print_note(f"not scored whole: {warning}")
@@ -124,6 +127,8 @@ def fail(message: str) -> NoReturn:
 def run_with_progress(**options: Any) -> EvalResult:
     """evaluate() with progress on stderr (stdout keeps the table or the pure JSON): a bar
     on a terminal, else one line per image, which logs keep."""
+    from upres.metrics.evaluate import evaluate
+
     if not err.is_terminal:
 
         def line(done: int, total: int, row: ImageScore) -> None:

@@ -14,6 +14,7 @@ from upres.cli import restore as restore_command
 from upres.cli import serve as serve_command
 from upres.cli import train as train_command
 from upres.cli import upscale as upscale_command
+from upres.cli.common import quiet_library_warnings
 
 app = typer.Typer(
     name="upres",
@@ -37,6 +38,7 @@ def main(
     ),
 ) -> None:
     """Image super-resolution and restoration."""
+    quiet_library_warnings()
 
 
 upscale_command.register(app)

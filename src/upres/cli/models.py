@@ -7,30 +7,50 @@ from pathlib import Path
 from typing import NoReturn
 
 import typer
+from rich import box
 from rich.table import Table
 
 from upres.cli.common import EXIT_SOME_FAILED, EXIT_USAGE, MODELS_DIR, out, print_error
 from upres.errors import ModelLoadError, ModelNotFoundError
 from upres.models.cache import sidecar_of
-from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
+from upres.models.catalog import (
+    CATALOG,
+    DEFAULT_MODEL,
+    ModelCard,
+    find_card,
+    get_card,
+    names_of,
+)
 from upres.models.sources import UrlSource
 from upres.models.state import READY, ModelState, card_state
 from upres.models.user import models_folder, scan
 
+# Short enough that the state column stays whole at 80 columns; the legend says what they mean.
+STATE_PLAIN = {
+    "cached": "cached",
+    "installed": "offline",
+    "user": "yours",
+    "download": "download",
+    "manual": "by hand",
+    "missing": "missing",
+    "broken": "broken",
+}
+STATE_COLOUR = {"cached": "green", "installed": "green", "user": "green"}
+STATE_COLOUR |= {"missing": "red", "broken": "red"}
 STATE_TEXT = {
-    "cached": "[green]ready[/]",
-    "installed": "[green]ready[/] (converts on first use)",
-    "user": "[green]ready[/] (models folder)",
-    "download": "[yellow]downloads[/] on first use",
-    "manual": "[yellow]download by hand[/] (models info)",
-    "missing": "[red]missing[/]",
-    "broken": "[red]broken[/]",
+    state: f"[{STATE_COLOUR.get(state, 'yellow')}]{text}[/]" for state, text in STATE_PLAIN.items()
 }
 
 
-def availability(card: ModelCard) -> str:
-    """The card's state (models/state.py): cached, installed, download, manual or missing."""
-    return card_state(card)
+def legend() -> str:
+    return (
+        "cached: ready; offline: made from an installed package on first use, no network;"
+        " yours: a file of your models folder; download: fetched on first use; by hand: save"
+        " the file where `upres models info NAME` says; broken: a file of your models folder"
+        " that cannot be used (the reason follows). --available lists only the first three."
+        " Any .pth/.pt/.ckpt/.safetensors file that spandrel recognises, or an ncnn .param"
+        f" with its .bin, also works: -m PATH, or put it in {models_folder()}"
+    )
 
 
 def user_row(model: ModelState) -> dict:
@@ -50,11 +70,12 @@ def user_row(model: ModelState) -> dict:
         "state": model.state,
         "reason": model.reason,
         "summary": model.summary,
+        "also_known_as": [],
     }
 
 
 def card_row(card: ModelCard) -> dict:
-    state = availability(card)
+    state = card_state(card)
     return {
         "name": card.name,
         "default": card.name == DEFAULT_MODEL,
@@ -69,6 +90,7 @@ def card_row(card: ModelCard) -> dict:
         "available": state in READY,
         "state": state,
         "summary": card.summary,
+        "also_known_as": list(names_of(card)[1:]),
     }
 
 
@@ -103,34 +125,56 @@ def cache_path(card: ModelCard) -> Path | None:
     return target(card) if callable(target) else None
 
 
-def list_table(rows: list[dict]) -> Table:
-    table = Table(title="upres models", title_justify="left")
-    table.add_column("name", no_wrap=True)
-    for column in ("task", "scale"):
-        table.add_column(column, no_wrap=True)
-    # Long descriptions are cut to keep one line per model; `models info` has them whole.
-    table.add_column("arch", no_wrap=True, overflow="ellipsis", max_width=32)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("license", no_wrap=True)
-    table.add_column("source", no_wrap=True, overflow="ellipsis", max_width=32)
-    table.add_column("here")
-    for row in rows:
-        name = row["name"] + (" (default)" if row["default"] else "")
-        params = f"{row['params'] / 1e6:.1f}M" if row["params"] else ""
-        here = STATE_TEXT[row["state"]]
-        if row["state"] == "broken":
-            here += f": {row['reason']}"
-        table.add_row(
-            name,
-            row["task"],
-            f"x{row['scale']}" if row["scale"] else "",
-            row["arch"],
-            params,
-            row["license"],
-            row["source"],
-            here,
+# Columns after state and name, in the order they are dropped from the right when the
+# terminal is too narrow for them (at 80 columns: state, name, task, scale and params).
+OPTIONAL_COLUMNS = ("task", "scale", "params", "license", "what")
+MIN_WHAT = 24  # narrowest useful summary column; below it the summary is left out
+
+
+def list_table(rows: list[dict], width: int) -> Table:
+    """State first and names whole at any width; columns that do not fit are left out
+    (`models info NAME` and `--json` have everything), and the summary wraps."""
+    cells = [row_cells(row) for row in rows]
+    headers = ("state", "name", *OPTIONAL_COLUMNS)
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    widths[0] = max(len(text) for text in STATE_PLAIN.values())
+    widths[-1] = MIN_WHAT
+    used, shown = 0, 0
+    for column_width in widths:
+        if used + column_width + 2 > width:
+            break
+        used, shown = used + column_width + 2, shown + 1
+    shown = max(shown, 2)  # the state and the whole name, even on a tiny terminal
+    table = Table(title="upres models", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("state", no_wrap=True)
+    table.add_column("name", no_wrap=True, min_width=widths[1])
+    for header in headers[2:shown]:
+        table.add_column(
+            header,
+            no_wrap=header != "what",
+            overflow="fold",
+            justify="right" if header == "params" else "left",
         )
+    for row, cell in zip(rows, cells, strict=True):
+        table.add_row(STATE_TEXT[row["state"]], *cell[1:shown])
     return table
+
+
+def row_cells(row: dict) -> tuple[str, ...]:
+    params = f"{row['params'] / 1e6:.1f}M" if row["params"] else ""
+    return (
+        STATE_PLAIN[row["state"]],
+        display_name(row),
+        row["task"],
+        f"x{row['scale']}" if row["scale"] else "",
+        params,
+        row["license"],
+        row["summary"] + (f": {row['reason']}" if row["state"] == "broken" else ""),
+    )
+
+
+def display_name(row: dict) -> str:
+    return row["name"] + (" (default)" if row["default"] else "")
 
 
 def info_table(details: dict) -> Table:
@@ -173,6 +217,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
         models_dir: str | None = MODELS_DIR,
+        available: bool = typer.Option(
+            False, "--available", help="Only the models that run here now, without a network."
+        ),
     ) -> None:
         """List the built-in models, your models folder's, and whether each can run here."""
         if ctx.invoked_subcommand is not None:
@@ -181,15 +228,21 @@ def register(app: typer.Typer) -> None:
 
         rows = [card_row(card) for card in CATALOG.values()]
         rows += [user_row(of_user(model)) for model in scan()]
+        if available:
+            rows = [row for row in rows if row["available"]]
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
-        out.print(list_table(rows))
-        out.print(
-            "Any .pth/.pt/.ckpt/.safetensors file that spandrel recognises, or an ncnn .param"
-            f" with its .bin, also works: -m PATH, or put it in {models_folder()}",
-            highlight=False,
-        )
+        out.print(list_table(rows, out.width))
+        for row in rows:  # the reason may be in a column the terminal had no room for
+            if row["state"] == "broken":
+                out.print(
+                    f"{row['name']}: {row['reason']}",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=False,
+                )
+        out.print(legend(), highlight=False, markup=False, soft_wrap=False)
 
     @models_app.command("info")
     def info(
@@ -200,7 +253,7 @@ def register(app: typer.Typer) -> None:
         from upres.models.state import of_user
         from upres.models.user import find
 
-        user = find(name) if name.lower() not in CATALOG else None
+        user = find(name) if find_card(name) is None else None
         details = user_row(of_user(user)) if user else card_details(known_card(name))
         if as_json:
             typer.echo(json.dumps(details, indent=2))

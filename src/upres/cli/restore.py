@@ -1,17 +1,21 @@
 """`upres restore`: denoise or remove JPEG artefacts at the same size, through the same engine.
 
 It is `upscale`'s batch (files, folders, globs; a bad file never stops the rest) with
-models that keep the size: a task picks a sensible default model, and a model made for
-another task, or one that changes the size, is refused before any file is touched.
+models that keep the size. Without -m the model is picked per input and printed: for JPEG
+artefacts the one trained nearest to the file's own quality (estimated from its
+quantisation tables, or --jpeg-quality), for noise the one nearest to --sigma; grey models
+for grey images. A model made for another task, or one that changes the size, is refused
+before any file is touched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from upres.api import ImageRunner, Pipeline
 from upres.cli.common import COMPILE, FAST, THREADS
 from upres.cli.upscale import (
     ALPHA,
@@ -40,14 +44,13 @@ from upres.cli.upscale import (
     run_batch,
     usage_error,
 )
-from upres.models.catalog import CATALOG, ModelCard
+from upres.models.catalog import ModelCard, find_card
 
-# Middle-of-the-range models: sigma 25 noise, and the mildest JPEG setting (quality 40),
-# which sharpens least when the real quality is unknown.
-DEFAULT_MODELS = {
-    "denoise": "swinir-denoise-colour-sigma25-x1",
-    "jpeg": "swinir-jpeg-colour-q40-x1",
-}
+if TYPE_CHECKING:
+    from upres.api import ImageRunner
+    from upres.models.restoration import Pick
+
+TASKS = ("denoise", "jpeg")
 
 
 def wrong_task(card: ModelCard, task: str) -> str:
@@ -57,7 +60,7 @@ def wrong_task(card: ModelCard, task: str) -> str:
 def name_problem(models: list[str], task: str) -> str | None:
     """A built-in model made for another task, found before anything is downloaded."""
     for name in models:
-        card = CATALOG.get(name.lower())
+        card = find_card(name)
         if card is not None and card.task != task:
             return wrong_task(card, task)
     return None
@@ -65,6 +68,8 @@ def name_problem(models: list[str], task: str) -> str | None:
 
 def task_problem(runner: ImageRunner, task: str) -> str | None:
     """Why the loaded models cannot do `task` at the same size, or None."""
+    from upres.api import Pipeline
+
     runner = getattr(runner, "runner", runner)  # a FaceEnhancer: the models it wraps
     stages = runner.stages if isinstance(runner, Pipeline) else [runner]
     for stage in stages:
@@ -87,7 +92,23 @@ def register(app: typer.Typer) -> None:
             None,
             "-m",
             "--model",
-            help="A x1 model for the task (default: a SwinIR colour model); repeat to chain.",
+            help="A x1 model for the task (default: the SwinIR model picked for each input);"
+            " repeat to chain.",
+        ),
+        jpeg_quality: int | None = typer.Option(
+            None,
+            "--jpeg-quality",
+            min=1,
+            max=100,
+            help="jpeg: the quality the inputs were saved at (default: read from each file);"
+            " the model trained nearest to it (10, 20, 30, 40) is used.",
+        ),
+        sigma: float | None = typer.Option(
+            None,
+            "--sigma",
+            min=0.0,
+            help="denoise: the noise level in 0-255 units (15, 25 or 50; others go to the"
+            " nearest; default 25).",
         ),
         output: Path | None = OUTPUT,
         tile: str | None = TILE,
@@ -115,17 +136,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Denoise images or remove JPEG artefacts, keeping their size."""
         task = task or model_task(model)
-        if task not in DEFAULT_MODELS:
+        if task not in TASKS:
             usage_error(f"--task must be denoise or jpeg, not {task or 'missing'}")
-        models = model or [DEFAULT_MODELS[task]]
-        problem = name_problem(models, task)
+        problem = level_problem(task, model, jpeg_quality, sigma)
+        problem = problem or (name_problem(model, task) if model else None)
         if problem:
             usage_error(problem)
         run_batch(
             Batch(
                 inputs,
                 output,
-                models,
+                model,
                 tile=tile,
                 tile_overlap=tile_overlap,
                 precision=precision,
@@ -150,14 +171,35 @@ def register(app: typer.Typer) -> None:
                 face_confidence=face_confidence,
                 check=lambda runner: task_problem(runner, task),
                 task_tag=task,
+                choose=None if model else chooser(task, jpeg_quality, sigma),
             )
         )
+
+
+def chooser(task: str, jpeg_quality: int | None, sigma: float | None) -> Callable[[Path], Pick]:
+    from upres.models.restoration import pick_denoise, pick_jpeg  # Pillow: once it runs
+
+    if task == "jpeg":
+        return lambda path: pick_jpeg(path, jpeg_quality)
+    return lambda path: pick_denoise(path, sigma)
+
+
+def level_problem(
+    task: str, models: list[str] | None, jpeg_quality: int | None, sigma: float | None
+) -> str | None:
+    """--jpeg-quality and --sigma pick a model: for their own task, and not next to -m."""
+    if (jpeg_quality is not None and task != "jpeg") or (sigma is not None and task != "denoise"):
+        return "--jpeg-quality goes with --task jpeg, --sigma with --task denoise"
+    given = "--jpeg-quality" if jpeg_quality is not None else "--sigma" if sigma is not None else ""
+    if given and models:
+        return f"{given} picks the model: give it or -m, not both"
+    return None
 
 
 def model_task(models: list[str] | None) -> str | None:
     """The task of the first built-in model named, so `-m NAME` alone is enough."""
     for name in models or []:
-        card = CATALOG.get(name.lower())
+        card = find_card(name)
         if card is not None:
             return card.task
     return None

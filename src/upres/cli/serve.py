@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from pydantic import ValidationError
 
 from upres.cli.common import EXIT_USAGE, cpu_threads, print_error, print_note
-from upres.server.config import ENV_PREFIX, ServeConfig
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+    from upres.server.config import ServeConfig
+
+# The same as upres.server.config.ENV_PREFIX (a test checks), written out so that
+# `upres serve --help` need not import the server stack.
+ENV_PREFIX = "UPRES_SERVE_"
 
 
 def config_problem(error: ValidationError) -> str:
@@ -110,6 +118,10 @@ def register(app: typer.Typer) -> None:
         Set by environment only: UPRES_SERVE_MAX_SCALE, _SYNC_TIMEOUT, _CLEANUP_INTERVAL,
         _MODEL_CACHE_SIZE, _MAX_ATTEMPTS, _INTAKE_CONCURRENCY.
         """
+        from pydantic import ValidationError
+
+        from upres.server.config import ServeConfig
+
         overrides = {
             name: value
             for name, value in locals().items()

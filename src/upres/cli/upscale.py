@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 import typer
@@ -20,7 +20,6 @@ from rich.progress import (
 )
 from typer.core import TyperCommand
 
-from upres.api import FileResult, ImageRunner, load
 from upres.cli.common import (
     COMPILE,
     EXIT_MODEL_UNAVAILABLE,
@@ -44,6 +43,11 @@ from upres.errors import ModelUnavailableError, RequestError, UpresError
 from upres.io.paths import InputFile, Job, collect_inputs, plan_jobs
 from upres.preflight import ANIMATION, VIDEO, InputInfo, inspect_input
 from upres.request import UpscaleRequest, VideoRequest
+
+if TYPE_CHECKING:
+    # torch, OpenCV and PyAV: imported where a model runs, so that --help starts at once.
+    from upres.api import FileResult, ImageRunner
+    from upres.models.restoration import Pick
 
 
 def make_progress() -> Progress:
@@ -236,9 +240,12 @@ class FaceFlagCommand(TyperCommand):
 
 def with_default_face_model(args: list[str]) -> list[str]:
     """`--face-enhance` followed by anything but a face model's name or a checkpoint file
-    (an option, an input image, nothing) means `--face-enhance=gfpgan-v1.4`."""
-    from upres.models.catalog import CATALOG
-    from upres.models.loader import CHECKPOINT_SUFFIXES
+    (an option, an input image, nothing) means `--face-enhance=gfpgan-v1.4`.
+    Light on purpose (no torch): it runs for every command line, --help included."""
+    if "--face-enhance" not in args:
+        return args
+    from upres.models.catalog import find_card
+    from upres.models.user import CHECKPOINT_SUFFIXES
     from upres.models.zoo.faces import DEFAULT_FACE_MODEL
 
     rewritten = list(args)
@@ -246,7 +253,7 @@ def with_default_face_model(args: list[str]) -> list[str]:
         if arg != "--face-enhance":
             continue
         following = args[index + 1] if index + 1 < len(args) else ""
-        card = CATALOG.get(following.lower())
+        card = find_card(following) if following else None
         names_a_model = (card is not None and card.task == "face") or Path(
             following
         ).suffix.lower() in CHECKPOINT_SUFFIXES
@@ -312,6 +319,9 @@ class Batch:
     # The NAME_TAG of results written beside their inputs when --suffix is not given;
     # None: the scale or size asked for (x4, w1920...).
     task_tag: str | None = None
+    # The model for each input, chosen from the file (restore's pick by JPEG quality or
+    # --sigma); None runs `models` on every input.
+    choose: Callable[[Path], Pick] | None = None
 
 
 def build_request(batch: Batch) -> UpscaleRequest:
@@ -359,7 +369,10 @@ def inspect_all(
 
 def run_batch(batch: Batch) -> NoReturn:
     """Check the request and every input, load, run each file (a bad one never stops the
-    rest), summarise, exit: 0 all done, 1 some inputs failed, 2 usage, 3 model unavailable."""
+    rest), summarise, exit: 0 all done, 1 some inputs failed, 2 usage, 3 model unavailable.
+
+    With `batch.choose` each input gets its own model; every model is loaded (and checked)
+    before any file is touched, and each runs on its own inputs."""
     try:
         request = build_request(batch)
         cpu_threads(batch.threads)
@@ -376,28 +389,51 @@ def run_batch(batch: Batch) -> NoReturn:
     if not files:  # every input was refused: no model needs to load
         print_summary(failed_rows, batch.as_json, ",".join(request.models) or "default")
         raise typer.Exit(EXIT_SOME_FAILED)
+    picks = {item.path: batch.choose(item.path) for item in files} if batch.choose else {}
+    groups = sorted({pick.model for pick in picks.values()}) if picks else [None]
+    runners = {model: checked_runner(batch, request, model) for model in groups}
+    first = next(iter(runners.values()))
+    tag = request.tag(first.scale) if request.suffix or not batch.task_tag else batch.task_tag
+    animations = frozenset(p for p, info in infos.items() if info.kind == ANIMATION)
+    jobs = plan_jobs(files, batch.output, request.format, tag, animations)
+    if not batch.as_json:
+        for runner in runners.values():
+            print_note(
+                f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
+                f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}{threads_note()}"
+            )
+        for path, pick in picks.items():
+            print_note(f"{path}: {pick.reason} -> {pick.model}")
+    kinds = {path: info.kind for path, info in infos.items()}
+    rows = list(failed_rows)
+    for model, runner in runners.items():
+        mine = [job for job in jobs if model is None or picks[job.source].model == model]
+        for row, job in zip(run_jobs(runner, mine, request, kinds), mine, strict=True):
+            pick = picks.get(job.source)
+            rows.append(row | ({"model": runner.name, "pick": pick.reason} if pick else {}))
+    names = ", ".join(runner.name for runner in runners.values())
+    print_summary(rows, batch.as_json, names, how_it_ran(first))
+    failed = any(row["status"] == "failed" for row in rows) or bool(problems)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def checked_runner(batch: Batch, request: UpscaleRequest, model: str | None) -> ImageRunner:
+    """The request's models (or the one picked for some inputs), loaded and checked for
+    the command; a problem is a usage error."""
+    if model is not None:
+        request = request.with_options(models=(model,))
     runner = load_runner(batch, request)
     problem = batch.check(runner) if batch.check else None
     if problem:
         usage_error(problem)
-    tag = request.tag(runner.scale) if request.suffix or not batch.task_tag else batch.task_tag
-    animations = frozenset(p for p, info in infos.items() if info.kind == ANIMATION)
-    jobs = plan_jobs(files, batch.output, request.format, tag, animations)
-    if not batch.as_json:
-        print_note(
-            f"model {runner.name} (x{runner.scale}, {runner.architecture}) on"
-            f" {runner.device}, {str(runner.dtype).removeprefix('torch.')}{threads_note()}"
-        )
-    kinds = {path: info.kind for path, info in infos.items()}
-    rows = failed_rows + run_jobs(runner, jobs, request, kinds)
-    print_summary(rows, batch.as_json, runner.name, how_it_ran(runner))
-    failed = any(row["status"] == "failed" for row in rows) or bool(problems)
-    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+    return runner
 
 
 def load_runner(batch: Batch, request: UpscaleRequest) -> ImageRunner:
     """Load the model(s); a name or file that is wrong is a usage error, a catalogued model
     that cannot be fetched has its own exit code."""
+    from upres.api import load
+
     try:
         apply_threads(batch.threads)  # before loading: torch sizes its pools on first use
         return load(

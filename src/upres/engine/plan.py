@@ -8,13 +8,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
 import psutil
 import torch
 from spandrel import ImageModelDescriptor
+
+from upres.settings import setting
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 
@@ -112,13 +113,40 @@ class Plan:
 
 
 def resolve_device(requested: str = "auto") -> torch.device:
+    """auto: CUDA, else MPS, else the CPU. A named device that is not there is a ValueError
+    in one line, before anything is loaded (torch's own text names drivers and builds)."""
     if requested != "auto":
-        return torch.device(requested)
+        try:
+            device = torch.device(requested)
+        except RuntimeError:
+            raise ValueError(
+                f"device must be auto, cpu, cuda, cuda:N or mps, not {requested!r}"
+            ) from None
+        problem = missing_device(device)
+        if problem:
+            raise ValueError(problem)
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def missing_device(device: torch.device) -> str | None:
+    """Why `device` cannot be used here, or None."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            how = "" if torch.version.cuda else " (this torch is built without CUDA)"
+            return f"device {device}: no CUDA GPU is available here{how}; use cpu or auto"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"device {device}: there are {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    if device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return f"device {device}: Apple's MPS is not available here; use cpu or auto"
+    return None
 
 
 @functools.cache
@@ -147,7 +175,7 @@ def choose_precision(
     black images (SwinIR-family outputs overflow in fp16).
     """
     if requested == "auto":
-        requested = os.environ.get("UPRES_PRECISION", "auto").lower()
+        requested = (setting("UPRES_PRECISION") or "auto").lower()
     if requested not in ("auto", *DTYPES):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, not {requested!r}")
     if requested == "auto" and device.type == "cpu":
@@ -255,7 +283,7 @@ def tiles_per_batch(
 def parse_tile(value: str | int | None) -> int | None:
     """`auto` (or None) -> None, meaning planned from memory; otherwise a positive integer."""
     if value is None:
-        value = os.environ.get("UPRES_TILE_SIZE", "auto")
+        value = setting("UPRES_TILE_SIZE") or "auto"
     if isinstance(value, int):
         tile = value
     elif str(value).strip().lower() == "auto":

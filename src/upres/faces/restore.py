@@ -69,10 +69,10 @@ class FaceRestorer:
 
 def load_restorer(name_or_path: str, device: torch.device) -> FaceRestorer:
     """A catalogued face model by name (downloaded once) or a face checkpoint file."""
-    from upres.models.catalog import CATALOG
+    from upres.models.catalog import find_card
     from upres.models.loader import load_model
 
-    card = CATALOG.get(str(name_or_path).lower())
+    card = find_card(str(name_or_path))  # any name it answers to (GFPGANv1.4, ...)
     if card is not None and card.task != "face":
         raise ModelNotFoundError(
             f"{card.name} is not a face model; face models: {', '.join(face_model_names())}"

@@ -7,6 +7,7 @@ Built-in models are obtained by their card's source (see sources.py) into a per-
 from __future__ import annotations
 
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,15 @@ from spandrel import (
 )
 
 from upres.errors import ModelLoadError, ModelNotFoundError, ModelUnavailableError
-from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, get_card
+from upres.models.catalog import DEFAULT_MODEL, ModelCard, find_card, get_card
 from upres.models.onnx import descriptor_from_onnx, is_onnx_file
 from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor
+
+# spandrel's Swin-family and DAT networks call torch.meshgrid without `indexing`; the
+# default they rely on is the one torch keeps, so the notice says nothing to our users.
+warnings.filterwarnings(
+    "ignore", message=r"torch\.meshgrid: in an upcoming release", category=UserWarning
+)
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,9 @@ def load_model(
         if denoise_strength is not None:
             raise ValueError("denoise strength applies to a built-in model that has it")
         return LoadedModel(descriptor_from_onnx(path), path.stem, None, path)
-    if path.is_file() or path.suffix.lower() in (*CHECKPOINT_SUFFIXES, NCNN_SUFFIX):
+    if names_a_file(path):
         return load_file_model(path, denoise_strength)
-    if target.lower() not in CATALOG:
+    if find_card(target) is None:
         user = find(target)
         if user is not None:
             if user.problem is not None:
@@ -92,6 +99,17 @@ def card_weights(card: ModelCard, path: Path) -> dict[str, torch.Tensor]:
     state_dict = read_state_dict(path)
     inner = state_dict.get(card.weights_key) if card.weights_key else None
     return inner if isinstance(inner, dict) else state_dict
+
+
+def names_a_file(path: Path) -> bool:
+    """A file path (a checkpoint or an ncnn .param), rather than a model name. A bare
+    `RealESRGAN_x4plus.pth` that is not here is the built-in model of that official name;
+    with a folder it is a missing file."""
+    if path.is_file():
+        return True
+    if path.suffix.lower() not in (*CHECKPOINT_SUFFIXES, NCNN_SUFFIX):
+        return False
+    return len(path.parts) > 1 or find_card(path.name) is None
 
 
 def blend_strength(card: ModelCard, requested: float | None) -> float | None:

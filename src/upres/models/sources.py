@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from safetensors.torch import save_file
-
 from upres.errors import ModelLoadError, ModelNotFoundError
 from upres.models.cache import models_dir, sha256_of, sidecar_of, store, verified
 
@@ -66,6 +64,8 @@ class NcnnPackageSource:
         target = self.target(card)
         if verified(target, card.sha256):
             return target
+        from safetensors.torch import save_file  # torch: only when converting
+
         state_dict = self.convert()
         return store(
             target,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard
+from upres.models.catalog import CATALOG, DEFAULT_MODEL, ModelCard, find_card
 from upres.models.sources import UrlSource
 from upres.models.user import UserModel, find, scan
 
@@ -118,8 +118,9 @@ def model_states(folder: Path | None = None) -> list[ModelState]:
 
 
 def state_of(name: str, folder: Path | None = None) -> ModelState | None:
-    """One model's state by name (built-in first, then the folder); None if unknown."""
-    card = CATALOG.get(name.lower())
+    """One model's state by name (built-in first, by any name it answers to, then the
+    folder); None if unknown."""
+    card = find_card(name)
     if card is not None:
         return of_card(card)
     model = find(name, folder)

