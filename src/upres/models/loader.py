@@ -22,6 +22,7 @@ from spandrel import (
 )
 
 from upres.errors import ModelLoadError, ModelNotFoundError, ModelUnavailableError
+from upres.models import bicubic_arch  # noqa: F401  (registers the bicubic network with spandrel)
 from upres.models.catalog import DEFAULT_MODEL, ModelCard, find_card, get_card
 from upres.models.onnx import descriptor_from_onnx, is_onnx_file
 from upres.models.user import CHECKPOINT_SUFFIXES, NCNN_SUFFIX, find, ncnn_descriptor

@@ -14,52 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-from spandrel import MAIN_REGISTRY, Architecture, ArchSupport, ImageModelDescriptor, StateDict
-from torch import nn
-
 from upres.models.cache import models_dir, store, verified
 from upres.models.catalog import ModelCard, register
-
-MARKER = "upres_bicubic_scale"  # the one tensor of the file (and the module): the factor
-
-
-class Bicubic(nn.Module):
-    def __init__(self, scale: int) -> None:
-        super().__init__()
-        self.scale = scale
-        # A buffer, so the state dict round-trips and the engine sees the device to use.
-        self.register_buffer(MARKER, torch.tensor([scale]))
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        upscaled = nn.functional.interpolate(
-            image, scale_factor=self.scale, mode="bicubic", align_corners=False
-        )
-        return upscaled.clamp(0.0, 1.0)  # bicubic overshoots at edges
-
-
-class BicubicArch(Architecture[Bicubic]):
-    def __init__(self) -> None:
-        super().__init__(id="UpresBicubic", name="Bicubic", detect=lambda sd: MARKER in sd)
-
-    def load(self, state_dict: StateDict) -> ImageModelDescriptor[Bicubic]:
-        scale = int(state_dict[MARKER].reshape(-1)[0])
-        return ImageModelDescriptor(
-            Bicubic(scale),
-            state_dict,
-            architecture=self,
-            purpose="SR",
-            tags=[f"{scale}x"],
-            supports_half=True,
-            supports_bfloat16=True,
-            scale=scale,
-            input_channels=3,
-            output_channels=3,
-        )
-
-
-MAIN_REGISTRY.add(ArchSupport.from_architecture(BicubicArch()), ignore_duplicates=True)
 
 
 @dataclass(frozen=True)
@@ -84,6 +40,11 @@ class GeneratedSource:
         target = self.target(card)
         if verified(target, card.sha256):
             return target
+        import torch  # here, not at the top: listing the catalogue stays torch-free
+        from safetensors.torch import save_file
+
+        from upres.models.bicubic_arch import MARKER
+
         tensors = {MARKER: torch.tensor([self.scale])}
         return store(target, lambda path: save_file(tensors, str(path)), card.sha256, card.name)
 
