@@ -14,7 +14,7 @@ from test_faces import (  # noqa: F401
     release_server,
     serve_card,
 )
-from test_server_page import CHROMIUM, LAPTOP, browser, open_page, upscale  # noqa: F401
+from test_server_page import CHROMIUM, LAPTOP, open_page, upscale  # noqa: F401
 from upres.metrics.datasets import datasets_root
 
 ROOT = datasets_root()
