@@ -22,7 +22,18 @@ import PIL.Image
 import torch
 
 from upres.engine.fast import FastModule, accelerate
-from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
+from upres.engine.forecast import (
+    ImagePlan,
+    MemoryForecast,
+    PassShape,
+    device_allocated_bytes,
+    device_peak_bytes,
+    forecast_image,
+    process_peak_bytes,
+    resident_bytes,
+    tile_count,
+)
+from upres.engine.plan import DEFAULT_OVERLAP, DTYPES, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
 from upres.errors import BadInputError, OutputExistsError
 from upres.io.animation import is_animated_file, upscale_animation
@@ -41,6 +52,7 @@ from upres.io.video import VideoOptions, is_video_file, upscale_video
 from upres.models.loader import LoadedModel, load_model
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
+PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass
@@ -54,6 +66,9 @@ class UpscaleReport:
     oom_retries: int = 0
     fp32_fallbacks: int = 0
     notes: list[str] = field(default_factory=list)
+    plan: ImagePlan | None = None  # the plan and memory forecast made before running
+    peak_host_bytes: int | None = None  # measured: the process's peak resident memory
+    peak_device_bytes: int | None = None  # measured: torch's peak on an accelerator
 
 
 @dataclass
@@ -91,6 +106,22 @@ class ImageRunner:
         out_dtype: np.dtype | type | None = None,
         progress: ProgressCallback | None = None,
     ) -> tuple[Image, UpscaleReport]:
+        raise NotImplementedError
+
+    def plan_image(
+        self,
+        width: int,
+        height: int,
+        channels: int = 3,
+        *,
+        alpha: bool = False,
+        bit_depth: int = 8,
+        scale: float | None = None,
+        max_input_size: int | None = None,
+        sharpen: float = 0.0,
+        output_itemsize: int | None = None,
+    ) -> ImagePlan:
+        """What upscaling an image of this size would do and cost; runs no model."""
         raise NotImplementedError
 
     def __call__(self, image: Any, *, scale: float | None = None, sharpen: float = 0.0) -> Any:
@@ -304,6 +335,7 @@ class Upscaler(ImageRunner):
         if image.height == 0 or image.width == 0:
             raise BadInputError(image.source, "image has a zero side")
         report = UpscaleReport(input_size=(image.width, image.height))
+        report.plan = self._plan_for(image, scale, max_input_size, out_dtype, sharpen)
         image = self._limit_input(image, max_input_size, report)
         target = (round(image.width * factor), round(image.height * factor))
         final_dtype = (
@@ -327,8 +359,116 @@ class Upscaler(ImageRunner):
             pixels = unsharp_mask(pixels, sharpen)
         report.output_size = target
         report.model_passes = passes
+        report.peak_host_bytes = process_peak_bytes()
+        report.peak_device_bytes = device_peak_bytes(self.device)
         result = dataclasses.replace(image, pixels=pixels, alpha=alpha, info=dict(image.info))
         return result, report
+
+    # -- the plan and its memory forecast, without running ---------------------------
+
+    def _plan_for(
+        self,
+        image: Image,
+        scale: float | None,
+        max_input_size: int | None,
+        out_dtype: np.dtype | type | None,
+        sharpen: float,
+    ) -> ImagePlan:
+        itemsize = np.dtype(out_dtype).itemsize if out_dtype is not None else None
+        return self.plan_image(
+            image.width,
+            image.height,
+            image.pixels.shape[2],
+            alpha=image.alpha is not None,
+            bit_depth=image.bit_depth,
+            scale=scale,
+            max_input_size=max_input_size,
+            sharpen=sharpen,
+            output_itemsize=itemsize,
+        )
+
+    def plan_image(
+        self,
+        width: int,
+        height: int,
+        channels: int = 3,
+        *,
+        alpha: bool = False,
+        bit_depth: int = 8,
+        scale: float | None = None,
+        max_input_size: int | None = None,
+        sharpen: float = 0.0,
+        output_itemsize: int | None = None,
+    ) -> ImagePlan:
+        """What upscaling a width x height image with `channels` colour channels (1 or 3,
+        plus `alpha`) would do and cost: the engine's own plan and the memory forecast."""
+        factor = float(scale) if scale else float(self.scale)
+        limit = max_input_size if max_input_size is not None else default_max_input_size()
+        if limit and max(width, height) > limit:
+            ratio = limit / max(width, height)
+            width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+        target = (round(width * factor), round(height * factor))
+        passes = self._passes_for(factor)
+        shapes = self._pass_shapes(width, height, channels, passes, alpha=False)
+        if alpha:
+            shapes += self._pass_shapes(width, height, 1, passes, alpha=True)
+        itemsize = output_itemsize or (2 if bit_depth == 16 else 1)
+        out_channels = 1 if channels == 1 else 3
+        weights_cast = 0
+        if self.fast and self.dtype != torch.float32:  # autocast keeps cast copies of weights
+            weights_cast = sum(p.numel() * 2 for p in self.model.descriptor.model.parameters())
+        forecast = forecast_image(
+            shapes,
+            input_bytes=width * height * (channels + int(alpha)) * 4,
+            output_size=target,
+            output_channels=out_channels + int(alpha),
+            output_itemsize=itemsize,
+            resized=target != (width * self.scale**passes, height * self.scale**passes),
+            sharpened=sharpen > 0,
+            baseline_bytes=resident_bytes() + weights_cast,
+            peak_so_far_bytes=process_peak_bytes(),
+            device_baseline_bytes=device_allocated_bytes(self.device),
+        )
+        first = shapes[0].plan
+        return ImagePlan(
+            device=str(self.device),
+            precision=PRECISION_NAMES.get(first.dtype, str(first.dtype)),
+            tile=first.tile,
+            tile_rows=first.tile_rows,
+            tiles=sum(tile_count(s.height, s.width, s.plan) * s.runs for s in shapes),
+            model_passes=passes,
+            output_size=target,
+            forecast=forecast,
+        )
+
+    def _pass_shapes(
+        self, width: int, height: int, channels: int, passes: int, *, alpha: bool
+    ) -> list[PassShape]:
+        """The passes `_run_passes` will make, with the channel adaptation of `_run_once`."""
+        descriptor = self.model.descriptor
+        wanted = descriptor.input_channels
+        runs = channels if wanted == 1 and channels > 1 else 1
+        pad = self.model.card.pre_pad if self.model.card else 0
+        shapes = []
+        for index in range(passes):
+            padded_w, padded_h = width + 2 * pad, height + 2 * pad
+            plan = self._plan(self.tile, image_width=padded_w)
+            shapes.append(
+                PassShape(
+                    height=padded_h,
+                    width=padded_w,
+                    in_channels=wanted,
+                    out_channels=descriptor.output_channels,
+                    scale=self.scale,
+                    plan=plan,
+                    family=descriptor.architecture.id,
+                    runs=runs,
+                    last=index == passes - 1,
+                    alpha=alpha,
+                )
+            )
+            width, height = width * self.scale, height * self.scale
+        return shapes
 
     def _passes_for(self, factor: float) -> int:
         if self.scale <= 1:
@@ -483,6 +623,17 @@ class Pipeline(ImageRunner):
             out_dtype = np.uint16 if image.bit_depth == 16 else np.uint8
         *leading, last = self.stages
         total = UpscaleReport(input_size=(image.width, image.height))
+        total.plan = self.plan_image(
+            image.width,
+            image.height,
+            image.pixels.shape[2],
+            alpha=image.alpha is not None,
+            bit_depth=image.bit_depth,
+            scale=scale,
+            max_input_size=max_input_size,
+            sharpen=sharpen,
+            output_itemsize=np.dtype(out_dtype).itemsize,
+        )
         done = 1.0
         for stage in leading:
             image, report = stage.upscale_image(
@@ -501,7 +652,68 @@ class Pipeline(ImageRunner):
         )
         merge(total, report)
         total.output_size = report.output_size
+        total.peak_host_bytes = process_peak_bytes()
+        total.peak_device_bytes = device_peak_bytes(self.device)
         return image, total
+
+    def plan_image(
+        self,
+        width: int,
+        height: int,
+        channels: int = 3,
+        *,
+        alpha: bool = False,
+        bit_depth: int = 8,
+        scale: float | None = None,
+        max_input_size: int | None = None,
+        sharpen: float = 0.0,
+        output_itemsize: int | None = None,
+    ) -> ImagePlan:
+        """Each stage's plan on the size the stage before it makes; the peak is the worst
+        stage's plus the chain's input, which the caller holds throughout."""
+        factor = float(scale) if scale else float(self.scale)
+        *leading, last = self.stages
+        plans = []
+        first_input = width * height * (channels + int(alpha)) * 4
+        done = 1.0
+        for stage in leading:
+            plan = stage.plan_image(
+                width,
+                height,
+                channels,
+                alpha=alpha,
+                max_input_size=max_input_size,
+                output_itemsize=4,
+            )
+            plans.append(plan)
+            width, height = plan.output_size
+            done *= stage.scale
+            max_input_size = None
+        plans.append(
+            last.plan_image(
+                width,
+                height,
+                channels,
+                alpha=alpha,
+                bit_depth=bit_depth,
+                scale=factor / done,
+                max_input_size=max_input_size,
+                sharpen=sharpen,
+                output_itemsize=output_itemsize,
+            )
+        )
+        devices = [p.forecast.device_bytes for p in plans if p.forecast.device_bytes is not None]
+        forecast = MemoryForecast(
+            host_bytes=max(p.forecast.host_bytes for p in plans) + first_input * (len(plans) > 1),
+            device_bytes=max(devices) if devices else None,
+        )
+        return dataclasses.replace(
+            plans[0],
+            tiles=sum(p.tiles for p in plans),
+            model_passes=sum(p.model_passes for p in plans),
+            output_size=plans[-1].output_size,
+            forecast=forecast,
+        )
 
 
 def merge(total: UpscaleReport, stage: UpscaleReport) -> None:

@@ -34,6 +34,7 @@ from upres.cli.common import (
 )
 from upres.errors import UpresError
 from upres.io.paths import FORMAT_SUFFIX, KEPT_SUFFIXES, Job, collect_inputs, plan_jobs
+from upres.io.probe import probe
 from upres.io.video import VideoOptions
 
 
@@ -64,6 +65,10 @@ def result_row(job: Job, result: FileResult | None, error: str | None) -> dict:
             "oom_retries": report.oom_retries,
             "notes": report.notes,
         }
+        if report.plan is not None:  # the forecast made before running, and what it measured
+            row |= {"plan": report.plan.as_dict()}
+            row |= {"peak_host_bytes": report.peak_host_bytes}
+            row |= {"peak_device_bytes": report.peak_device_bytes}
     return row
 
 
@@ -184,6 +189,7 @@ class Batch:
     fast: bool = True
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None: UPRES_THREADS or torch's default
+    dry_run: bool = False  # print each input's plan and memory forecast; run nothing
     video: VideoOptions = field(default_factory=VideoOptions)
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
@@ -234,10 +240,66 @@ def run_batch(batch: Batch) -> NoReturn:
         "max_input_size": batch.max_input_size,
         "video": batch.video,
     }
+    if batch.dry_run:
+        dry_run(runner, jobs, batch)
     rows = run_jobs(runner, jobs, options)
     print_summary(rows, batch.as_json, runner.name)
     failed = any(row["status"] == "failed" for row in rows) or bool(unmatched)
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def dry_run(runner: ImageRunner, jobs: list[Job], batch: Batch) -> NoReturn:
+    """Each input's plan from its header: the model is loaded but never run."""
+    rows = []
+    for job in jobs:
+        row: dict = {"input": str(job.source), "output": str(job.destination)}
+        try:
+            info = probe(job.source)
+            plan = runner.plan_image(
+                info.width,
+                info.height,
+                info.channels,
+                alpha=info.alpha,
+                bit_depth=info.bit_depth,
+                scale=batch.scale,
+                max_input_size=batch.max_input_size,
+                sharpen=batch.sharpen,
+            )
+        except (UpresError, ValueError) as error:
+            rows.append(row | {"status": "failed", "error": str(error)})
+            print_error(str(error))
+            continue
+        row |= {"status": "planned", "kind": info.kind, "input_size": [info.width, info.height]}
+        rows.append(row | plan.as_dict())
+    if batch.as_json:
+        typer.echo(json.dumps({"model": runner.name, "dry_run": True, "images": rows}, indent=2))
+    else:
+        print_plans(rows)
+    failed = any(row["status"] == "failed" for row in rows)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def print_plans(rows: list[dict]) -> None:
+    for row in rows:
+        if row["status"] != "planned":
+            continue
+        width, height = row["input_size"]
+        out_w, out_h = row["output_size"]
+        tile = f"{row['tile']}x{row['tile_rows']}" if row["tile_rows"] else str(row["tile"])
+        device_peak = row["forecast_peak_device_bytes"]
+        per_frame = "" if row["kind"] == "image" else f" (per {row['kind']} frame)"
+        out.print(
+            f"{row['input']}: {width}x{height} -> {out_w}x{out_h}{per_frame}\n"
+            f"  device {row['device']}, {row['precision']}, tile {tile},"
+            f" {row['tiles']} tile(s), {row['model_passes']} model pass(es)\n"
+            f"  predicted peak: host {mebibytes(row['forecast_peak_host_bytes'])}"
+            + (f", device {mebibytes(device_peak)}" if device_peak is not None else ""),
+            highlight=False,
+        )
+
+
+def mebibytes(count: int) -> str:
+    return f"{count / 2**20:,.0f} MiB"
 
 
 def usage_error(message: str) -> NoReturn:
@@ -283,6 +345,12 @@ def register(app: typer.Typer) -> None:
         crf: int | None = CRF,
         preset: str | None = PRESET,
         pix_fmt: str = PIX_FMT,
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Print each input's plan (device, precision, tiles, passes, output size,"
+            " predicted peak memory) without running the model.",
+        ),
     ) -> None:
         """Upscale images, videos and animations with a super-resolution model (or a chain)."""
         run_batch(
@@ -308,5 +376,6 @@ def register(app: typer.Typer) -> None:
                 compile=compile,
                 threads=threads,
                 video=VideoOptions(video_codec, crf, preset, pix_fmt),
+                dry_run=dry_run,
             )
         )
