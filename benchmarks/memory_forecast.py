@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 # The training photos live in ../shared/train beside the checkout (or $UPRES_TRAIN).
@@ -44,7 +45,7 @@ POINTS = [
 QUICK = [POINTS[0], POINTS[2], POINTS[5], POINTS[6]]
 
 
-def photo(width: int, height: int) -> "cv2.typing.MatLike":
+def photo(width: int, height: int) -> np.ndarray:
     """A real photo (not noise: PNG encoding and nothing else depends on content) at this size."""
     source = sorted(PHOTOS.glob("*.jpg"))[0]
     pixels = cv2.imread(str(source), cv2.IMREAD_COLOR)
@@ -98,7 +99,8 @@ def main() -> None:
                 flush=True,
             )
     verdict = "PASS" if worst_low >= 1.0 and worst_high <= 1.5 else "FAIL"
-    print(f"\nforecast / measured: {worst_low:.2f} .. {worst_high:.2f} (target 1.00 .. 1.50): {verdict}")
+    print(f"\nforecast / measured: {worst_low:.2f} .. {worst_high:.2f}", end=" ")
+    print(f"(target 1.00 .. 1.50): {verdict}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from spandrel.architectures.Compact import Compact
 from spandrel.architectures.SwinIR import SwinIR
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DATASETS = PROJECT_ROOT.parent / "shared" / "datasets"
+DATASETS = Path(os.environ.get("UPRES_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets"))
 
 
 def tiny_compact(scale: int = 2, seed: int = 0) -> torch.nn.Module:

@@ -18,6 +18,7 @@ from upres.errors import (
     OutputExistsError,
     UpresError,
 )
+from upres.model_api import Model
 
 try:
     __version__ = version("upres")
@@ -26,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "BadInputError",
+    "Model",
     "ModelLoadError",
     "ModelNotFoundError",
     "OutOfMemoryError",

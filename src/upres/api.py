@@ -35,6 +35,7 @@ from upres.engine.forecast import (
 )
 from upres.engine.plan import DEFAULT_OVERLAP, DTYPES, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
+from upres.engine.sharpen import sharpen as sharpen_pixels
 from upres.errors import BadInputError, OutputExistsError
 from upres.io.animation import is_animated_file, upscale_animation
 from upres.io.image import (
@@ -95,6 +96,9 @@ class ImageRunner:
     architecture: str
     device: torch.device
     dtype: torch.dtype
+    # Colour order of numpy arrays given to and returned by __call__: "rgb", or "bgr" for
+    # OpenCV's (BGR/BGRA; grey arrays have none). PIL images and tensors are always RGB.
+    channel_order: str = "rgb"
 
     def upscale_image(
         self,
@@ -134,12 +138,14 @@ class ImageRunner:
             result, _ = self.upscale_image(image_from_pil(image), scale=scale, sharpen=sharpen)
             return image_to_pil(result)
         if isinstance(image, np.ndarray):
-            decoded, dtype_name = image_from_array(image)
+            bgr = self.channel_order == "bgr"
+            decoded, dtype_name = image_from_array(swap_red_blue(image) if bgr else image)
             out_dtype = np.dtype(dtype_name) if dtype_name in ("uint8", "uint16") else np.float32
             result, _ = self.upscale_image(
                 decoded, scale=scale, sharpen=sharpen, out_dtype=out_dtype
             )
-            return image_to_array(result, dtype_name)
+            array = image_to_array(result, dtype_name)
+            return swap_red_blue(array) if bgr else array
         if isinstance(image, torch.Tensor):
             return self._call_tensor(image, scale=scale, sharpen=sharpen)
         raise BadInputError(
@@ -727,6 +733,23 @@ def merge(total: UpscaleReport, stage: UpscaleReport) -> None:
 # -- pixel helpers shared by the passes --------------------------------------------------
 
 
+def swap_red_blue(array: np.ndarray) -> np.ndarray:
+    """BGR <-> RGB and BGRA <-> RGBA as a new array; grey (+alpha) arrays are returned as is."""
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        return array
+    order = [2, 1, 0, 3][: array.shape[2]]
+    return np.ascontiguousarray(array[:, :, order])
+
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def checked_channel_order(order: str) -> str:
+    if str(order).lower() not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr' (OpenCV), not {order!r}")
+    return str(order).lower()
+
+
 def reflect_pad(pixels: np.ndarray, pad: int) -> np.ndarray:
     """Mirror `pad` pixels onto every side (edge-repeat where the image is too small)."""
     mode = "reflect" if min(pixels.shape[:2]) > pad else "edge"
@@ -757,15 +780,9 @@ def fit_to(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized
 
 
-def unsharp_mask(pixels: np.ndarray, amount: float, sigma: float = 1.5) -> np.ndarray:
-    """pixels + amount * (pixels - blur); cv2 saturates integer types for us."""
-    blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
-    sharpened = cv2.addWeighted(pixels, 1.0 + amount, blurred, -amount, 0)
-    if sharpened.ndim == 2:
-        sharpened = sharpened[:, :, None]
-    if sharpened.dtype == np.float32:
-        np.clip(sharpened, 0.0, 1.0, out=sharpened)
-    return sharpened
+def unsharp_mask(pixels: np.ndarray, amount: float) -> np.ndarray:
+    """The `sharpen` option: 0..1 on a visible, halo-free scale (engine/sharpen.py)."""
+    return sharpen_pixels(pixels, amount)
 
 
 def load(
@@ -778,20 +795,28 @@ def load(
     denoise_strength: float | None = None,
     fast: bool = True,
     compile: bool = False,
+    channel_order: str = "rgb",
 ) -> Upscaler | Pipeline:
     """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows.
 
     A list of several names or files loads a chain that runs them in order (a Pipeline).
     `denoise_strength` (0..1) sets it for models that have one (realesr-general-v3-x4).
     `fast=False` runs the checkpoint's reference modules; `compile=True` adds torch.compile.
+    `channel_order="bgr"` takes and returns numpy arrays in OpenCV's order (BGR, BGRA).
     """
+    order = checked_channel_order(channel_order)
     options = {"device": device, "precision": precision, "tile": tile}
     options |= {"tile_overlap": tile_overlap, "fast": fast, "compile": compile}
-    if isinstance(name_or_path, list | tuple):
-        if len(name_or_path) != 1:
-            return load_chain(name_or_path, denoise_strength=denoise_strength, **options)
-        name_or_path = name_or_path[0]
-    return Upscaler(load_model(name_or_path, denoise_strength=denoise_strength), **options)
+    runner: Upscaler | Pipeline
+    if isinstance(name_or_path, list | tuple) and len(name_or_path) != 1:
+        runner = load_chain(name_or_path, denoise_strength=denoise_strength, **options)
+    else:
+        if isinstance(name_or_path, list | tuple):
+            name_or_path = name_or_path[0]
+        model = load_model(name_or_path, denoise_strength=denoise_strength)
+        runner = Upscaler(model, **options)
+    runner.channel_order = order
+    return runner
 
 
 def load_chain(

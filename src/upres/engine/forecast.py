@@ -185,8 +185,8 @@ def forecast_image(
         held = final if shape.alpha else 0
         worst = max(worst, held + pass_in + pass_out + pass_working_bytes(shape))
     # After the passes: the model's result, its resize to the target and the sharpened copy
-    # (float temporaries of the same size while sharpening).
-    finishing = final * (1 + int(resized)) + (final * 5 if sharpened else 0)
+    # (sharpening works in strips: its float temporaries are small).
+    finishing = final * (1 + int(resized) + int(sharpened))
     working = input_bytes + max(worst, finishing) + final  # + final: the encoder's copy
     host = baseline_bytes + working * (1 + SLACK_SHARE) + SLACK_BYTES
     device = None
