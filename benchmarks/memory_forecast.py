@@ -36,13 +36,31 @@ POINTS = [
     ("realesr-animevideov3-x4", "Compact", 128, 128),
     ("realesr-animevideov3-x4", "Compact", 640, 480),
     ("realesr-animevideov3-x4", "Compact", 1280, 960),
-    ("realesr-animevideov3-x4", "Compact", 2048, 1536),
     ("realesr-animevideov3-x4", "Compact", 3000, 400),
+    ("realesr-animevideov3-x4", "Compact", 2048, 1536),
     ("realesrgan-x4plus", "ESRGAN", 128, 128),
+    ("realesrgan-x4plus", "ESRGAN", 384, 288),
     ("realesrgan-x4plus", "ESRGAN", 512, 384),
     ("realesrgan-x4plus", "ESRGAN", 800, 600),
 ]
 QUICK = [POINTS[0], POINTS[2], POINTS[5], POINTS[6]]
+CALIBRATE = """
+import sys, torch, upres
+from upres.engine.forecast import resident_bytes
+torch.set_num_threads(int(sys.argv[3]))
+model = upres.load(sys.argv[1], device="cpu")
+network = model._model_for(model.dtype)
+side = int(sys.argv[2])
+with torch.inference_mode():
+    network(torch.rand(1, 3, 64, 64))  # kernels and thread pools load on the first pass
+    crop = torch.rand(1, 3, side, side)
+    before = resident_bytes()
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # restart the peak (VmHWM) from the current size
+    output = network(crop)
+peak = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM"))
+print(peak - before - output.numel() * 4)
+"""
 
 
 def photo(width: int, height: int) -> np.ndarray:
@@ -76,16 +94,40 @@ def measure(model: str, width: int, height: int, threads: int, folder: Path) -> 
     }
 
 
+def calibrate(threads: int) -> None:
+    """Activation bytes of one forward pass at two crop sizes, per model: the slope is the
+    per-pixel figure and the intercept the fixed part in engine/forecast.py (Linux only)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    for model in dict.fromkeys(point[0] for point in POINTS):
+        sizes = {}
+        for side in (256, 512):
+            command = [sys.executable, "-c", CALIBRATE, model, str(side), str(threads)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+            sizes[side] = int(done.stdout.split()[-1])
+        slope = (sizes[512] - sizes[256]) / (512**2 - 256**2)
+        fixed = sizes[256] - slope * 256**2
+        print(f"{model}: {slope:,.0f} B per crop pixel at scale 4, fixed {fixed / MB:,.0f} MB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="four points instead of eight")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--family", help="only this family's points (Compact, ESRGAN)")
+    parser.add_argument(
+        "--calibrate", action="store_true", help="measure one forward pass's activations"
+    )
     args = parser.parse_args()
+    if args.calibrate:
+        calibrate(args.threads)
+        return
+    points = QUICK if args.quick else POINTS
+    points = [point for point in points if args.family in (None, point[1])]
     print("| model | family | input | tile | tiles | forecast | measured peak | ratio | time |")
     print("|---|---|---|---|---|---|---|---|---|")
     worst_low, worst_high = float("inf"), 0.0
     with tempfile.TemporaryDirectory() as name:
-        for model, family, width, height in QUICK if args.quick else POINTS:
+        for model, family, width, height in points:
             point = measure(model, width, height, args.threads, Path(name))
             plan = point["row"]["plan"]
             forecast = plan["forecast_peak_host_bytes"]

@@ -89,7 +89,7 @@ def test_mistakes_are_clear(compact_checkpoint):
     with pytest.raises(ValueError, match="scale_factor"):
         Model(scale_factor=0, model_path=compact_checkpoint)
     model = Model(scale_factor=2, model_path=compact_checkpoint, device="cpu")
-    with pytest.raises(ValueError, match="cv2.imread"):
+    with pytest.raises(ValueError, match=r"cv2\.imread"):
         model.infer(cv2.imread("/nonexistent/photo.jpg"))
     with pytest.raises(upres.ModelNotFoundError):
         Model(scale_factor=4, model_path="no-such-model-x4")

@@ -66,7 +66,7 @@ def test_dtypes_channels_and_strips_agree_with_one_piece(photo):
     eight = sharpen(photo, 0.5).astype(int)
     assert np.abs(np.rint(deep / 257).astype(int) - eight).max() <= 1
     floats = sharpen(photo.astype(np.float32) / 255, 0.5)
-    assert floats.dtype == np.float32 and 0.0 <= floats.min() and floats.max() <= 1.0
+    assert floats.dtype == np.float32 and floats.min() >= 0.0 and floats.max() <= 1.0
     with pytest.raises(ValueError):
         sharpen(photo, 1.5)
 

@@ -455,6 +455,7 @@ class Upscaler(ImageRunner):
         wanted = descriptor.input_channels
         runs = channels if wanted == 1 and channels > 1 else 1
         pad = self.model.card.pre_pad if self.model.card else 0
+        weight_bytes = sum(p.numel() * p.element_size() for p in descriptor.model.parameters())
         shapes = []
         for index in range(passes):
             padded_w, padded_h = width + 2 * pad, height + 2 * pad
@@ -471,6 +472,8 @@ class Upscaler(ImageRunner):
                     runs=runs,
                     last=index == passes - 1,
                     alpha=alpha,
+                    first=index == 0,
+                    weight_bytes=weight_bytes,
                 )
             )
             width, height = width * self.scale, height * self.scale

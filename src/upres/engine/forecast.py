@@ -16,11 +16,13 @@ import torch
 from upres.engine.plan import Plan
 from upres.engine.tiles import tile_grid
 
-# Peak activation bytes per crop pixel (input side) of one forward pass in fp32 at scale 4,
-# per family; calibrated where measured (Compact, ESRGAN), else the planner's own guesses.
+# Peak activation bytes per crop pixel (input side) of one forward pass in fp32 at scale 4
+# (the scale term below makes it 1.5x this), per family. Compact and ESRGAN are measured
+# (benchmarks/memory_forecast.py --calibrate: 255 and 7,360 B/px at scale 4); the others
+# are the planner's guesses, which run high.
 ACTIVATION_BYTES_PER_PIXEL = {
-    "Compact": 4_000,
-    "ESRGAN": 14_000,
+    "Compact": 180,
+    "ESRGAN": 5_000,
     "RealCUGAN": 10_000,
     "SwinIR": 30_000,
     "Swin2SR": 30_000,
@@ -28,14 +30,22 @@ ACTIVATION_BYTES_PER_PIXEL = {
     "DAT": 40_000,
 }
 UNKNOWN_ACTIVATION_BYTES_PER_PIXEL = 40_000
+# A forward pass also holds a size-independent part (the convolution library's reordered
+# copy of the weights and its scratch): measured 20 MB for Compact and 168 MB for ESRGAN,
+# whose weights are 2.4 and 67 MB.
+FIXED_ACTIVATION_WEIGHT_SHARE = 2.5
+FIXED_ACTIVATION_MINIMUM = 32 * 1024 * 1024
+# The first forward pass in a process loads compute kernels and thread pools for good.
+FIRST_RUN_BYTES = 192 * 1024 * 1024
 # Reduced precision under autocast keeps fp32 inputs and some fp32 layers: it halves
 # activations only partly.
 REDUCED_PRECISION_SHARE = 0.75
-# The blending band grows by concatenation, so for a moment it exists twice.
+# The blending band grows by concatenation while the old buffer is still referenced, so
+# for a moment it exists twice.
 BAND_COPIES = 2
-# A finished tile: the model's float output, its numpy copy, and the weighted product.
-TILE_RESULT_COPIES = 3
-# Allocator slack, import-time growth and small temporaries not worth naming.
+# A finished tile: the model's float output and the weighted product blended in.
+TILE_RESULT_COPIES = 2
+# Allocator slack and small temporaries not worth naming.
 SLACK_BYTES = 48 * 1024 * 1024
 SLACK_SHARE = 0.05
 
@@ -54,6 +64,8 @@ class PassShape:
     runs: int = 1  # colour images through a grey model run once per channel
     last: bool = True  # its output is in the final dtype (else float32 for the next pass)
     alpha: bool = False  # an alpha channel's pass: the colour result is held meanwhile
+    first: bool = True  # its input is the decoded image itself (no copy of its own)
+    weight_bytes: int = 0  # the network's parameters
 
 
 @dataclass(frozen=True)
@@ -110,14 +122,17 @@ def largest_crop(height: int, width: int, plan: Plan) -> tuple[int, int]:
     return pad(crop_h), pad(crop_w)
 
 
-def activation_bytes(family: str, crop: tuple[int, int], scale: int, dtype: torch.dtype) -> int:
+def activation_bytes(
+    family: str, crop: tuple[int, int], scale: int, dtype: torch.dtype, weight_bytes: int = 0
+) -> int:
     """Peak working memory of one forward pass over a crop; output-side layers grow with
     the scale squared, hence the same scale term as the planner's."""
     per_pixel = ACTIVATION_BYTES_PER_PIXEL.get(family, UNKNOWN_ACTIVATION_BYTES_PER_PIXEL)
     per_pixel *= max(scale, 1) ** 2 / 16 + 0.5
     if dtype != torch.float32:
         per_pixel *= REDUCED_PRECISION_SHARE
-    return int(per_pixel * crop[0] * crop[1])
+    fixed = max(FIXED_ACTIVATION_MINIMUM, FIXED_ACTIVATION_WEIGHT_SHARE * weight_bytes)
+    return int(per_pixel * crop[0] * crop[1] + fixed)
 
 
 def tile_result_bytes(shape: PassShape, crop: tuple[int, int]) -> int:
@@ -138,14 +153,16 @@ def pass_working_bytes(shape: PassShape) -> int:
     crop = largest_crop(shape.height, shape.width, shape.plan)
     tile = tile_result_bytes(shape, crop)
     if shape.plan.device.type == "cpu":
-        tile += activation_bytes(shape.family, crop, shape.scale, shape.plan.dtype)
+        dtype = shape.plan.dtype
+        tile += activation_bytes(shape.family, crop, shape.scale, dtype, shape.weight_bytes)
     return band_bytes(shape, crop) + tile
 
 
 def pass_device_bytes(shape: PassShape) -> int:
     """Accelerator bytes of one forward pass: a batch of crops, their activations and results."""
     crop = largest_crop(shape.height, shape.width, shape.plan)
-    per_crop = activation_bytes(shape.family, crop, shape.scale, shape.plan.dtype)
+    dtype = shape.plan.dtype
+    per_crop = activation_bytes(shape.family, crop, shape.scale, dtype, shape.weight_bytes)
     per_crop += tile_result_bytes(shape, crop) // TILE_RESULT_COPIES
     return per_crop * shape.plan.batch
 
@@ -178,16 +195,18 @@ def forecast_image(
     final = array_bytes(height, width, output_channels, output_itemsize)
     worst = 0
     for shape in passes:
-        pass_in = array_bytes(shape.height, shape.width, shape.in_channels, 4)
+        pass_in = 0 if shape.first else array_bytes(shape.height, shape.width, shape.in_channels, 4)
         out_h, out_w = shape.height * shape.scale, shape.width * shape.scale
         itemsize = output_itemsize if shape.last else 4
         pass_out = array_bytes(out_h, out_w, shape.out_channels, itemsize) * shape.runs
         held = final if shape.alpha else 0
         worst = max(worst, held + pass_in + pass_out + pass_working_bytes(shape))
-    # After the passes: the model's result, its resize to the target and the sharpened copy
-    # (sharpening works in strips: its float temporaries are small).
-    finishing = final * (1 + int(resized) + int(sharpened))
-    working = input_bytes + max(worst, finishing) + final  # + final: the encoder's copy
+    # After the passes: the model's result, its resize to the target, the sharpened copy
+    # (sharpening works in strips: its float temporaries are small) and the encoder's copy.
+    finishing = final * (2 + int(resized) + int(sharpened))
+    working = input_bytes + max(worst, finishing)
+    if passes and passes[0].plan.device.type == "cpu":
+        working += FIRST_RUN_BYTES
     host = baseline_bytes + working * (1 + SLACK_SHARE) + SLACK_BYTES
     device = None
     if passes and passes[0].plan.device.type != "cpu":
