@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 
 import numpy as np
 import pytest
@@ -129,10 +130,11 @@ def test_probe_reads_headers_only(tmp_path, photo):
     exif = PILImage.Exif()
     exif[0x0112] = 6  # rotated 90 degrees: width and height swap
     PILImage.fromarray(photo[:10, :20]).save(tmp_path / "turned.jpg", exif=exif)
-    assert probe(tmp_path / "la.png")[:5] == (20, 10, 1, True, 8)
-    assert probe(tmp_path / "rgb.jpg")[:5] == (20, 10, 3, False, 8)
-    assert probe(tmp_path / "deep.png")[:5] == (20, 10, 1, False, 16)
-    assert probe(tmp_path / "turned.jpg")[:2] == (10, 20)
+    facts = lambda name: astuple(probe(tmp_path / name))[:5]  # noqa: E731
+    assert facts("la.png") == (20, 10, 1, True, 8)
+    assert facts("rgb.jpg") == (20, 10, 3, False, 8)
+    assert facts("deep.png") == (20, 10, 1, False, 16)
+    assert facts("turned.jpg")[:2] == (10, 20)
     with pytest.raises(upres.BadInputError, match="raw"):
         probe(tmp_path / "raw")
 
