@@ -139,9 +139,7 @@ def test_probe_reads_headers_only(tmp_path, photo):
         probe(tmp_path / "raw")
 
 
-def test_dry_run_prints_the_plan_and_runs_nothing(
-    tmp_path, photo, compact_checkpoint, monkeypatch
-):
+def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, photo, compact_checkpoint, monkeypatch):
     source = tmp_path / "in"
     source.mkdir()
     PILImage.fromarray(photo[:60, :90]).save(source / "a.png")
