@@ -145,7 +145,9 @@ MAX_INPUT_SIZE = typer.Option(
     min=1,
     help="Downsize inputs longer than N px on a side first (env UPRES_MAX_INPUT_SIZE).",
 )
-SHARPEN = typer.Option(0.0, "--sharpen", min=0.0, max=1.0, help="Unsharp mask amount, 0..1.")
+SHARPEN = typer.Option(
+    0.0, "--sharpen", min=0.0, max=1.0, help="0 off, 0.3 visible, 1 strong; never halos."
+)
 DENOISE_STRENGTH = typer.Option(
     None,
     "--denoise-strength",
