@@ -65,7 +65,10 @@ class Model:
 
     def __getattr__(self, name: str) -> Any:
         # Everything else (name, scale, device, upscale_file...) is the Upscaler's.
-        return getattr(self.__dict__["upscaler"], name)
+        upscaler = self.__dict__.get("upscaler")
+        if upscaler is None:  # not loaded (yet): copy and pickle probe before __init__
+            raise AttributeError(name)
+        return getattr(upscaler, name)
 
     def __repr__(self) -> str:
         return f"Model(scale_factor={self.scale_factor}, {self.upscaler!r})"
