@@ -14,7 +14,7 @@ from test_faces import (  # noqa: F401
     release_server,
     serve_card,
 )
-from test_server_page import CHROMIUM, LAPTOP, open_page, upscale  # noqa: F401
+from test_server_page import CHROMIUM, LAPTOP, open_page, upscale
 from upres.metrics.datasets import datasets_root
 
 ROOT = datasets_root()
@@ -26,7 +26,7 @@ pytestmark = [
 
 @pytest.mark.slow  # a browser, a live server and a model conversion: about a minute
 def test_the_face_toggle_sends_face_on_and_restores_the_face(
-    browser: object,  # noqa: F811
+    browser: object,
     release_server,  # noqa: F811
     face_file: Path,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,

@@ -27,6 +27,7 @@ from upres.request import UpscaleRequest
 
 if TYPE_CHECKING:
     from upres.api import Pipeline, Upscaler, load, load_chain
+    from upres.model_api import Model
 
 # The engine needs torch (seconds to import); `import upres` alone must stay instant so
 # that `upres --help` and `upres models` start at once. These come from upres.api on first use.
@@ -38,6 +39,10 @@ def __getattr__(name: str) -> Any:
         import upres.api
 
         return getattr(upres.api, name)
+    if name == "Model":  # the batch-service guides' API (upres.model_api), also torch-backed
+        from upres.model_api import Model
+
+        return Model
     if name == "__version__":  # reading package metadata scans every installed package
         return installed_version()
     raise AttributeError(f"module 'upres' has no attribute {name!r}")
@@ -53,11 +58,12 @@ def installed_version() -> str:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {*_FROM_API, "__version__"})
+    return sorted(set(globals()) | {*_FROM_API, "Model", "__version__"})
 
 
 __all__ = [
     "BadInputError",
+    "Model",
     "ModelLoadError",
     "ModelNotFoundError",
     "ModelUnavailableError",

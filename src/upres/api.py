@@ -22,8 +22,20 @@ import torch
 
 from upres.engine.cores import recheck as recheck_threads
 from upres.engine.fast import FastModule, accelerate
-from upres.engine.plan import DEFAULT_OVERLAP, Plan, make_plan, resolve_device
+from upres.engine.forecast import (
+    ImagePlan,
+    MemoryForecast,
+    PassShape,
+    device_allocated_bytes,
+    device_peak_bytes,
+    forecast_image,
+    process_peak_bytes,
+    resident_bytes,
+    tile_count,
+)
+from upres.engine.plan import DEFAULT_OVERLAP, DTYPES, Plan, make_plan, resolve_device
 from upres.engine.run import ProgressCallback, TileRunner
+from upres.engine.sharpen import sharpen as sharpen_pixels
 from upres.errors import BadInputError, ModelNotFoundError, OutputError, RequestError
 from upres.io.animation import upscale_animation
 from upres.io.frames import FrameUpscaler, MediaReport
@@ -49,6 +61,7 @@ if TYPE_CHECKING:
     from upres.faces.enhance import FaceOptions
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
+PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass
@@ -63,6 +76,9 @@ class UpscaleReport:
     fp32_fallbacks: int = 0
     notes: list[str] = field(default_factory=list)
     tiling: list[dict[str, Any]] = field(default_factory=list)  # each model pass's Plan.summary()
+    plan: ImagePlan | None = None  # the plan and memory forecast made before running
+    peak_host_bytes: int | None = None  # measured: the process's peak resident memory
+    peak_device_bytes: int | None = None  # measured: torch's peak on an accelerator
 
 
 @dataclass
@@ -94,6 +110,9 @@ class ImageRunner:
     architecture: str
     device: torch.device
     dtype: torch.dtype
+    # Colour order of numpy arrays given to and returned by __call__: "rgb", or "bgr" for
+    # OpenCV's (BGR/BGRA; grey arrays have none). PIL images and tensors are always RGB.
+    channel_order: str = "rgb"
 
     def upscale_image(
         self,
@@ -116,6 +135,22 @@ class ImageRunner:
         One of scale, width, height, long_side (aspect kept) sets the result's size; `size`
         (width, height) is the exact size a caller has already worked out.
         """
+        raise NotImplementedError
+
+    def plan_image(
+        self,
+        width: int,
+        height: int,
+        channels: int = 3,
+        *,
+        alpha: bool = False,
+        bit_depth: int = 8,
+        scale: float | None = None,
+        max_input_size: int | None = None,
+        sharpen: float = 0.0,
+        output_itemsize: int | None = None,
+    ) -> ImagePlan:
+        """What upscaling an image of this size would do and cost; runs no model."""
         raise NotImplementedError
 
     def __call__(
@@ -150,10 +185,15 @@ class ImageRunner:
             result, _ = self.upscale_image(image_from_pil(image), **options)
             return image_to_pil(result)
         if isinstance(image, np.ndarray):
-            decoded, dtype_name = image_from_array(image)
+            bgr = self.channel_order == "bgr"
+            decoded, dtype_name = image_from_array(swap_red_blue(image) if bgr else image)
+            out_dtype = np.dtype(dtype_name) if dtype_name in ("uint8", "uint16") else np.float32
+            bgr = self.channel_order == "bgr"
+            decoded, dtype_name = image_from_array(swap_red_blue(image) if bgr else image)
             out_dtype = np.dtype(dtype_name) if dtype_name in ("uint8", "uint16") else np.float32
             result, _ = self.upscale_image(decoded, out_dtype=out_dtype, **options)
-            return image_to_array(result, dtype_name)
+            array = image_to_array(result, dtype_name)
+            return swap_red_blue(array) if bgr else array
         if isinstance(image, torch.Tensor):
             return self._call_tensor(image, options)
         raise BadInputError(
@@ -442,6 +482,9 @@ class Upscaler(ImageRunner):
         image = self._limit_input(image, request.max_input_size, report)
         target = size or request.output_size(image.width, image.height, self.scale)
         check_output_size(image.source, (image.width, image.height), target, request.output_limit())
+        report.plan = self._plan_for(
+            image, target[0] / image.width, None, out_dtype, request.sharpen
+        )
         final_dtype = (
             np.dtype(out_dtype)
             if out_dtype is not None
@@ -465,8 +508,119 @@ class Upscaler(ImageRunner):
             pixels = unsharp_mask(pixels, request.sharpen)
         report.output_size = target
         report.model_passes = passes
+        report.peak_host_bytes = process_peak_bytes()
+        report.peak_device_bytes = device_peak_bytes(self.device)
         result = dataclasses.replace(image, pixels=pixels, alpha=new_alpha, info=dict(image.info))
         return result, report
+
+    # -- the plan and its memory forecast, without running ---------------------------
+
+    def _plan_for(
+        self,
+        image: Image,
+        scale: float | None,
+        max_input_size: int | None,
+        out_dtype: np.dtype | type | None,
+        sharpen: float,
+    ) -> ImagePlan:
+        itemsize = np.dtype(out_dtype).itemsize if out_dtype is not None else None
+        return self.plan_image(
+            image.width,
+            image.height,
+            image.pixels.shape[2],
+            alpha=image.alpha is not None,
+            bit_depth=image.bit_depth,
+            scale=scale,
+            max_input_size=max_input_size,
+            sharpen=sharpen,
+            output_itemsize=itemsize,
+        )
+
+    def plan_image(
+        self,
+        width: int,
+        height: int,
+        channels: int = 3,
+        *,
+        alpha: bool = False,
+        bit_depth: int = 8,
+        scale: float | None = None,
+        max_input_size: int | None = None,
+        sharpen: float = 0.0,
+        output_itemsize: int | None = None,
+    ) -> ImagePlan:
+        """What upscaling a width x height image with `channels` colour channels (1 or 3,
+        plus `alpha`) would do and cost: the engine's own plan and the memory forecast."""
+        factor = float(scale) if scale else float(self.scale)
+        limit = max_input_size if max_input_size is not None else default_max_input_size()
+        if limit and max(width, height) > limit:
+            ratio = limit / max(width, height)
+            width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+        target = (round(width * factor), round(height * factor))
+        passes = self._passes_for(factor)
+        shapes = self._pass_shapes(width, height, channels, passes, alpha=False)
+        if alpha:
+            shapes += self._pass_shapes(width, height, 1, passes, alpha=True)
+        itemsize = output_itemsize or (2 if bit_depth == 16 else 1)
+        out_channels = 1 if channels == 1 else 3
+        weights_cast = 0
+        if self.fast and self.dtype != torch.float32:  # autocast keeps cast copies of weights
+            weights_cast = sum(p.numel() * 2 for p in self.model.descriptor.model.parameters())
+        forecast = forecast_image(
+            shapes,
+            input_bytes=width * height * (channels + int(alpha)) * 4,
+            output_size=target,
+            output_channels=out_channels + int(alpha),
+            output_itemsize=itemsize,
+            resized=target != (width * self.scale**passes, height * self.scale**passes),
+            sharpened=sharpen > 0,
+            baseline_bytes=resident_bytes() + weights_cast,
+            peak_so_far_bytes=process_peak_bytes(),
+            device_baseline_bytes=device_allocated_bytes(self.device),
+        )
+        first = shapes[0].plan
+        return ImagePlan(
+            device=str(self.device),
+            precision=PRECISION_NAMES.get(first.dtype, str(first.dtype)),
+            tile=first.tile,
+            tile_rows=first.tile_rows,
+            tiles=sum(tile_count(s.height, s.width, s.plan) * s.runs for s in shapes),
+            model_passes=passes,
+            output_size=target,
+            forecast=forecast,
+        )
+
+    def _pass_shapes(
+        self, width: int, height: int, channels: int, passes: int, *, alpha: bool
+    ) -> list[PassShape]:
+        """The passes `_run_passes` will make, with the channel adaptation of `_run_once`."""
+        descriptor = self.model.descriptor
+        wanted = descriptor.input_channels
+        runs = channels if wanted == 1 and channels > 1 else 1
+        pad = self.model.card.pre_pad if self.model.card else 0
+        weight_bytes = sum(p.numel() * p.element_size() for p in descriptor.model.parameters())
+        shapes = []
+        for index in range(passes):
+            padded_w, padded_h = width + 2 * pad, height + 2 * pad
+            plan = self._plan(self.tile, image_width=padded_w)
+            shapes.append(
+                PassShape(
+                    height=padded_h,
+                    width=padded_w,
+                    in_channels=wanted,
+                    out_channels=descriptor.output_channels,
+                    scale=self.scale,
+                    plan=plan,
+                    family=descriptor.architecture.id,
+                    runs=runs,
+                    last=index == passes - 1,
+                    alpha=alpha,
+                    first=index == 0,
+                    weight_bytes=weight_bytes,
+                )
+            )
+            width, height = width * self.scale, height * self.scale
+        return shapes
 
     def _passes_for(self, factor: float) -> int:
         if self.scale <= 1:
@@ -643,6 +797,17 @@ class Pipeline(ImageRunner):
         *leading, last = self.stages
         total = UpscaleReport(input_size=(image.width, image.height))
         stage_max_input = request.max_input_size
+        total.plan = self.plan_image(
+            image.width,
+            image.height,
+            image.pixels.shape[2],
+            alpha=image.alpha is not None,
+            bit_depth=image.bit_depth,
+            scale=target[0] / limited[0],
+            max_input_size=request.max_input_size,
+            sharpen=request.sharpen,
+            output_itemsize=np.dtype(out_dtype).itemsize,
+        )
         for stage in leading:
             image, report = stage.upscale_image(
                 image,
@@ -666,7 +831,68 @@ class Pipeline(ImageRunner):
         )
         merge(total, report)
         total.output_size = report.output_size
+        total.peak_host_bytes = process_peak_bytes()
+        total.peak_device_bytes = device_peak_bytes(self.device)
         return image, total
+
+    def plan_image(
+        self,
+        width: int,
+        height: int,
+        channels: int = 3,
+        *,
+        alpha: bool = False,
+        bit_depth: int = 8,
+        scale: float | None = None,
+        max_input_size: int | None = None,
+        sharpen: float = 0.0,
+        output_itemsize: int | None = None,
+    ) -> ImagePlan:
+        """Each stage's plan on the size the stage before it makes; the peak is the worst
+        stage's plus the chain's input, which the caller holds throughout."""
+        factor = float(scale) if scale else float(self.scale)
+        *leading, last = self.stages
+        plans = []
+        first_input = width * height * (channels + int(alpha)) * 4
+        done = 1.0
+        for stage in leading:
+            plan = stage.plan_image(
+                width,
+                height,
+                channels,
+                alpha=alpha,
+                max_input_size=max_input_size,
+                output_itemsize=4,
+            )
+            plans.append(plan)
+            width, height = plan.output_size
+            done *= stage.scale
+            max_input_size = None
+        plans.append(
+            last.plan_image(
+                width,
+                height,
+                channels,
+                alpha=alpha,
+                bit_depth=bit_depth,
+                scale=factor / done,
+                max_input_size=max_input_size,
+                sharpen=sharpen,
+                output_itemsize=output_itemsize,
+            )
+        )
+        devices = [p.forecast.device_bytes for p in plans if p.forecast.device_bytes is not None]
+        forecast = MemoryForecast(
+            host_bytes=max(p.forecast.host_bytes for p in plans) + first_input * (len(plans) > 1),
+            device_bytes=max(devices) if devices else None,
+        )
+        return dataclasses.replace(
+            plans[0],
+            tiles=sum(p.tiles for p in plans),
+            model_passes=sum(p.model_passes for p in plans),
+            output_size=plans[-1].output_size,
+            forecast=forecast,
+        )
 
 
 def merge(total: UpscaleReport, stage: UpscaleReport) -> None:
@@ -679,6 +905,23 @@ def merge(total: UpscaleReport, stage: UpscaleReport) -> None:
 
 
 # -- pixel helpers shared by the passes --------------------------------------------------
+
+
+def swap_red_blue(array: np.ndarray) -> np.ndarray:
+    """BGR <-> RGB and BGRA <-> RGBA as a new array; grey (+alpha) arrays are returned as is."""
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        return array
+    order = [2, 1, 0, 3][: array.shape[2]]
+    return np.ascontiguousarray(array[:, :, order])
+
+
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def checked_channel_order(order: str) -> str:
+    if str(order).lower() not in CHANNEL_ORDERS:
+        raise ValueError(f"channel_order must be 'rgb' or 'bgr' (OpenCV), not {order!r}")
+    return str(order).lower()
 
 
 def reflect_pad(pixels: np.ndarray, pad: int) -> np.ndarray:
@@ -719,15 +962,9 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int], dtype: np.dtype) -> n
     return resized.astype(np.float32)
 
 
-def unsharp_mask(pixels: np.ndarray, amount: float, sigma: float = 1.5) -> np.ndarray:
-    """pixels + amount * (pixels - blur); cv2 saturates integer types for us."""
-    blurred = cv2.GaussianBlur(pixels, (0, 0), sigma)
-    sharpened = cv2.addWeighted(pixels, 1.0 + amount, blurred, -amount, 0)
-    if sharpened.ndim == 2:
-        sharpened = sharpened[:, :, None]
-    if sharpened.dtype == np.float32:
-        np.clip(sharpened, 0.0, 1.0, out=sharpened)
-    return sharpened
+def unsharp_mask(pixels: np.ndarray, amount: float) -> np.ndarray:
+    """The `sharpen` option: 0..1 on a visible, halo-free scale (engine/sharpen.py)."""
+    return sharpen_pixels(pixels, amount)
 
 
 def load(
@@ -744,6 +981,7 @@ def load(
     face_strength: float = 1.0,
     face_min_size: float | None = None,
     face_confidence: float | None = None,
+    channel_order: str = "rgb",
 ) -> ImageRunner:
     """Load a built-in model by name (default realesrgan-x4plus) or a checkpoint spandrel knows.
 
@@ -756,7 +994,9 @@ def load(
     faces found on each input and pastes them over the result (upres.faces), blended by
     `face_strength` (0..1); faces under `face_min_size` px or below `face_confidence` are
     left to the SR model.
+    `channel_order="bgr"` takes and returns numpy arrays in OpenCV's order (BGR, BGRA).
     """
+    order = checked_channel_order(channel_order)
     # The same rules and messages as every other surface, before any weights are read.
     checked = UpscaleRequest(
         tile=tile,
@@ -777,11 +1017,12 @@ def load(
             name_or_path = name_or_path[0]
         model = load_model(name_or_path, denoise_strength=denoise_strength)
         runner = Upscaler(model, **options)
-    if faces is None:
-        return runner
-    from upres.faces.enhance import enhance
+    if faces is not None:
+        from upres.faces.enhance import enhance
 
-    return enhance(runner, faces)
+        runner = enhance(runner, faces)
+    runner.channel_order = order
+    return runner
 
 
 def check_device(device: str) -> None:

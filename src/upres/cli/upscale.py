@@ -87,6 +87,10 @@ def finished_row(row: dict, result: FileResult | None, error: str | None) -> dic
             "notes": report.notes,
             "tiling": report.tiling,
         }
+        if report.plan is not None:  # the forecast made before running, and what it measured
+            row |= {"plan": report.plan.as_dict()}
+            row |= {"peak_host_bytes": report.peak_host_bytes}
+            row |= {"peak_device_bytes": report.peak_device_bytes}
     return row
 
 
@@ -205,7 +209,7 @@ HEIGHT = typer.Option(None, "--height", help="Exact result height in pixels (asp
 LONG_SIDE = typer.Option(
     None, "--long-side", help="Exact length of the result's longer side (aspect kept)."
 )
-SHARPEN = typer.Option(0.0, "--sharpen", help="Unsharp mask amount, 0..1.")
+SHARPEN = typer.Option(0.0, "--sharpen", help="0 off, 0.3 visible, 1 strong; never halos.")
 DENOISE_STRENGTH = typer.Option(
     None,
     "--denoise-strength",
@@ -314,6 +318,7 @@ class Batch:
     face_strength: float = 1.0
     face_min_size: float | None = None
     face_confidence: float | None = None
+    dry_run: bool = False  # print each input's plan and memory forecast; run nothing
     # Checks the loaded models before any file is touched; returns a problem or None.
     check: Callable[[ImageRunner], str | None] | None = None
     # The NAME_TAG of results written beside their inputs when --suffix is not given;
@@ -404,6 +409,8 @@ def run_batch(batch: Batch) -> NoReturn:
             )
         for path, pick in picks.items():
             print_note(f"{path}: {pick.reason} -> {pick.model}")
+    if batch.dry_run:
+        dry_run(first, jobs, batch, request)
     kinds = {path: info.kind for path, info in infos.items()}
     rows = list(failed_rows)
     for model, runner in runners.items():
@@ -463,6 +470,67 @@ def cli_option(name: str) -> str:
     return f"--{name.replace('_', '-')}" if name.islower() else name
 
 
+def dry_run(
+    runner: ImageRunner, jobs: list[Job], batch: Batch, request: UpscaleRequest
+) -> NoReturn:
+    """Each input's plan from its header: the model is loaded but never run."""
+    from upres.io.probe import probe
+    from upres.request import downsized
+
+    rows = []
+    for job in jobs:
+        row: dict = {"input": str(job.source), "output": str(job.destination)}
+        try:
+            info = probe(job.source)
+            limited = downsized(info.width, info.height, request.max_input_size)
+            target = request.output_size(*limited, runner.scale)
+            plan = runner.plan_image(
+                info.width,
+                info.height,
+                info.channels,
+                alpha=info.alpha,
+                bit_depth=info.bit_depth,
+                scale=target[0] / limited[0],
+                max_input_size=request.max_input_size,
+                sharpen=request.sharpen,
+            )
+        except (UpresError, ValueError) as error:
+            rows.append(row | {"status": "failed", "error": str(error)})
+            print_error(str(error))
+            continue
+        row |= {"status": "planned", "kind": info.kind, "input_size": [info.width, info.height]}
+        rows.append(row | plan.as_dict())
+    if batch.as_json:
+        typer.echo(json.dumps({"model": runner.name, "dry_run": True, "images": rows}, indent=2))
+    else:
+        print_plans(rows)
+    failed = any(row["status"] == "failed" for row in rows)
+    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+
+
+def print_plans(rows: list[dict]) -> None:
+    for row in rows:
+        if row["status"] != "planned":
+            continue
+        width, height = row["input_size"]
+        out_w, out_h = row["output_size"]
+        tile = f"{row['tile']}x{row['tile_rows']}" if row["tile_rows"] else str(row["tile"])
+        device_peak = row["forecast_peak_device_bytes"]
+        per_frame = "" if row["kind"] == "image" else f" (per {row['kind']} frame)"
+        out.print(
+            f"{row['input']}: {width}x{height} -> {out_w}x{out_h}{per_frame}\n"
+            f"  device {row['device']}, {row['precision']}, tile {tile},"
+            f" {row['tiles']} tile(s), {row['model_passes']} model pass(es)\n"
+            f"  predicted peak: host {mebibytes(row['forecast_peak_host_bytes'])}"
+            + (f", device {mebibytes(device_peak)}" if device_peak is not None else ""),
+            highlight=False,
+        )
+
+
+def mebibytes(count: int) -> str:
+    return f"{count / 2**20:,.0f} MiB"
+
+
 def usage_error(message: str) -> NoReturn:
     print_error(message)
     raise typer.Exit(EXIT_USAGE)
@@ -518,6 +586,12 @@ def register(app: typer.Typer) -> None:
         face_strength: float = FACE_STRENGTH,
         face_min_size: float | None = FACE_MIN_SIZE,
         face_confidence: float | None = FACE_CONFIDENCE,
+        dry_run: bool = typer.Option(
+            False,
+            "--dry-run",
+            help="Print each input's plan (device, precision, tiles, passes, output size,"
+            " predicted peak memory) without running the model.",
+        ),
     ) -> None:
         """Upscale images, videos and animations with a super-resolution model (or a chain).
 
@@ -559,5 +633,6 @@ def register(app: typer.Typer) -> None:
                 face_strength=face_strength,
                 face_min_size=face_min_size,
                 face_confidence=face_confidence,
+                dry_run=dry_run,
             )
         )

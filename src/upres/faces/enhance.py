@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from upres.api import ImageRunner, UpscaleReport
+from upres.engine.forecast import ImagePlan
 from upres.faces.align import aligned_face, face_transform, feather_mask, paste_face, placement
 from upres.faces.detect import Face, FaceDetector
 from upres.faces.restore import FaceRestorer
@@ -83,6 +84,10 @@ class FaceEnhancer(ImageRunner):
             rgb, min_size=self.options.min_size, min_confidence=self.options.min_confidence
         )
         return [face for face in faces if usable(face, image.width, image.height)]
+
+    def plan_image(self, *args: Any, **options: Any) -> ImagePlan:
+        """The wrapped runner's plan; the faces add one 512x512 face at a time on top."""
+        return self.runner.plan_image(*args, **options)
 
     def upscale_image(self, image: Image, **options: Any) -> tuple[Image, UpscaleReport]:
         """The wrapped runner's upscale (every option it takes, passed through), then the
