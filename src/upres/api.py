@@ -602,7 +602,8 @@ class Upscaler(ImageRunner):
         shapes = []
         for index in range(passes):
             padded_w, padded_h = width + 2 * pad, height + 2 * pad
-            plan = self._plan(self.tile, image_width=padded_w)
+            tile = max(padded_w, padded_h) if self.tile == NO_TILING else self.tile
+            plan = self._plan(tile, image_width=padded_w, image_height=padded_h)
             shapes.append(
                 PassShape(
                     height=padded_h,

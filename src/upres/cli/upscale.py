@@ -410,7 +410,7 @@ def run_batch(batch: Batch) -> NoReturn:
         for path, pick in picks.items():
             print_note(f"{path}: {pick.reason} -> {pick.model}")
     if batch.dry_run:
-        dry_run(first, jobs, batch, request)
+        dry_run(first, jobs, batch, request, failed_rows)
     kinds = {path: info.kind for path, info in infos.items()}
     rows = list(failed_rows)
     for model, runner in runners.items():
@@ -471,13 +471,18 @@ def cli_option(name: str) -> str:
 
 
 def dry_run(
-    runner: ImageRunner, jobs: list[Job], batch: Batch, request: UpscaleRequest
+    runner: ImageRunner,
+    jobs: list[Job],
+    batch: Batch,
+    request: UpscaleRequest,
+    refused: list[dict],
 ) -> NoReturn:
-    """Each input's plan from its header: the model is loaded but never run."""
+    """Each input's plan from its header: the model is loaded but never run. `refused`:
+    the inputs the pre-flight already turned down (reported, and counted in the exit)."""
     from upres.io.probe import probe
     from upres.request import downsized
 
-    rows = []
+    rows = list(refused)
     for job in jobs:
         row: dict = {"input": str(job.source), "output": str(job.destination)}
         try:
