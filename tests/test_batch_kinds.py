@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import av
@@ -10,10 +12,13 @@ import fsspec
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from conftest import PROJECT_ROOT
 from upres.batch import MANIFEST_NAME, ItemOptions
 from upres.batch.driver import run_batch
 from upres.batch.item import RunnerSpec, frame_count, plan_items
+from upres.cli.main import app
 
 FRAMES = 3
 VIDEO_FRAMES = 4
@@ -102,16 +107,48 @@ def check_outputs(dst: Path) -> None:
     assert not list(dst.rglob("*upres-tmp*"))
 
 
-def test_local_batch_takes_every_kind_and_a_rerun_skips_them(
+def test_cli_batch_takes_every_kind_and_a_rerun_skips_them(
     tmp_path: Path, spec: RunnerSpec, photo: np.ndarray
 ) -> None:
     src, dst = tmp_path / "in", tmp_path / "out"
     write_every_kind(src, photo)
-    summary = run_batch(str(src), str(dst), spec, ItemOptions())
-    assert (summary.done, summary.failed, summary.skipped) == (len(EXPECTED), 0, 0), summary
+    arguments = ["batch", str(src), str(dst), "-m", spec.models[0], "--device", "cpu", "--json"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["failed"], summary["skipped"]) == (len(EXPECTED), 0, 0)
     check_outputs(dst)
-    again = run_batch(str(src), str(dst), spec, ItemOptions())
-    assert (again.done, again.failed, again.skipped) == (0, 0, len(EXPECTED))
+    again = json.loads(CliRunner().invoke(app, arguments).stdout)
+    assert (again["done"], again["failed"], again["skipped"]) == (0, 0, len(EXPECTED))
+
+
+def test_ray_batch_takes_every_kind(tmp_path: Path, spec: RunnerSpec, photo: np.ndarray) -> None:
+    ray = pytest.importorskip("ray")
+    from upres.batch.ray_runner import RayOptions
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    write_every_kind(src, photo)
+    paths = [str(PROJECT_ROOT / "src"), *sys.path]  # workers import this checkout's upres
+    ray.init(
+        address="local",
+        num_cpus=1,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}},
+    )
+    try:
+        options = RayOptions(workers=1)
+        summary = run_batch(
+            str(src), str(dst), spec, ItemOptions(), engine="ray", ray_options=options
+        )
+        assert (summary.done, summary.failed) == (len(EXPECTED), 0), summary.errors
+        check_outputs(dst)
+        again = run_batch(
+            str(src), str(dst), spec, ItemOptions(), engine="ray", ray_options=options
+        )
+        assert (again.done, again.skipped) == (0, len(EXPECTED))
+    finally:
+        ray.shutdown()
 
 
 def test_format_for_stills_leaves_animations_and_videos_in_their_own(
