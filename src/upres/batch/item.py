@@ -104,7 +104,7 @@ def read_stage(item: WorkItem, options: ItemOptions) -> InFlight:
                 flight.kind, flight.data = ANIMATION, data
             else:
                 flight.image = decode_bytes(data, item.key, max_pixels=options.max_input_pixels)
-        if flight.kind != STILL or suffix in MAYBE_ANIMATED_SUFFIXES:
+        if flight.kind != STILL or suffix in _KEPT_BY_NAME:  # else the planned name stands
             # The kind is known now: a one-frame GIF becomes a PNG, an animation or a video
             # keeps a format that holds all of it (the same rule as `upres upscale`).
             kept = output_suffix(PurePosixPath(item.key), options.format, flight.kind == ANIMATION)
