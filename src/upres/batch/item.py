@@ -1,11 +1,18 @@
 """The one per-item function both runners call: read -> decode -> upscale -> encode ->
-atomic write -> manifest row. It never raises for a bad input; the row says what failed."""
+atomic write -> manifest row. It never raises for a bad input; the row says what failed.
+
+Stills go through the three stages below. Animations and videos take `upscale_file`'s
+own path (every frame, timing and audio kept) inside the infer stage; on a remote
+filesystem through a local temporary copy.
+"""
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -14,11 +21,17 @@ from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
+from PIL import Image as PILImage
 
 from upres.api import ImageRunner
 from upres.errors import UpresError
 from upres.io.image import Image, decode_bytes, encode_bytes
-from upres.io.paths import FORMAT_SUFFIX, IMAGE_SUFFIXES
+from upres.io.paths import FORMAT_SUFFIX, MEDIA_SUFFIXES, VIDEO_SUFFIXES, output_suffix
+from upres.preflight import ANIMATION, STILL, VIDEO
+from upres.request import UpscaleRequest
+
+# Suffixes whose files may hold several frames; only these are ever probed for a count.
+MAYBE_ANIMATED_SUFFIXES = (".gif", ".apng", ".png", ".webp")
 
 
 @dataclass(frozen=True, slots=True)  # slots: a 100k-item plan stays small
@@ -58,6 +71,8 @@ class InFlight:
     options: ItemOptions
     row: dict[str, Any]
     started: float
+    kind: str = STILL
+    data: bytes | None = None  # an animation's bytes, kept for the remote path
     image: Image | None = None
     result: Image | None = None
 
@@ -77,21 +92,58 @@ def read_stage(item: WorkItem, options: ItemOptions) -> InFlight:
     del row["key"], row["source"]  # SRC + input says it; rows stay compact at 100k
     row["output"] = row.pop("destination")
     flight = InFlight(item, options, row, time.perf_counter())
+    suffix = posixpath.splitext(item.key)[1].lower()
 
     def read() -> None:
-        fs, source = fsspec.core.url_to_fs(item.source)
-        data = fs.cat_file(source)
-        flight.image = decode_bytes(data, item.key, max_pixels=options.max_input_pixels)
+        if suffix in VIDEO_SUFFIXES:  # by name alone: a video is never read whole here
+            flight.kind = VIDEO
+        else:
+            fs, source = fsspec.core.url_to_fs(item.source)
+            data = fs.cat_file(source)
+            if suffix in MAYBE_ANIMATED_SUFFIXES and frame_count(data) > 1:
+                flight.kind, flight.data = ANIMATION, data
+            else:
+                flight.image = decode_bytes(data, item.key, max_pixels=options.max_input_pixels)
+        if flight.kind != STILL or suffix in _KEPT_BY_NAME:  # else the planned name stands
+            # The kind is known now: a one-frame GIF becomes a PNG, an animation or a video
+            # keeps a format that holds all of it (the same rule as `upres upscale`).
+            kept = output_suffix(PurePosixPath(item.key), options.format, flight.kind == ANIMATION)
+            flight.row["output"] = posixpath.splitext(item.destination)[0] + kept
 
-    return guarded(flight, read)
+    flight.row["kind"] = STILL  # until read says otherwise
+    guarded(flight, read)
+    flight.row["kind"] = flight.kind
+    return flight
+
+
+def frame_count(data: bytes) -> int:
+    """Frames in a GIF, PNG or WebP. A still PNG or WebP is told from its first bytes
+    (no acTL chunk before the pixels; no animation flag), so stills pay microseconds."""
+    if data.startswith(b"\x89PNG"):
+        pixels_at = data.find(b"IDAT")
+        if data.find(b"acTL", 0, pixels_at if pixels_at > 0 else len(data)) < 0:
+            return 1
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        animated_flag = data[12:16] == b"VP8X" and len(data) > 20 and data[20] & 0x02
+        if not animated_flag:
+            return 1
+    try:
+        with PILImage.open(io.BytesIO(data)) as pil:
+            return int(getattr(pil, "n_frames", 1))
+    except Exception:  # not an image: the still's decoder says what is wrong with it
+        return 1
 
 
 def infer_stage(runner: ImageRunner, flight: InFlight) -> InFlight:
     """Upscale (the model; the caller's thread)."""
 
     def infer() -> None:
-        assert flight.image is not None
         started = time.perf_counter()
+        if flight.kind != STILL:
+            upscale_media(runner, flight)
+            flight.row["model_s"] = round(time.perf_counter() - started, 5)
+            return
+        assert flight.image is not None
         flight.result, _ = runner.upscale_image(
             flight.image,
             scale=flight.options.scale,
@@ -104,19 +156,64 @@ def infer_stage(runner: ImageRunner, flight: InFlight) -> InFlight:
     return flight if flight.failed else guarded(flight, infer)
 
 
+def media_request(options: ItemOptions) -> UpscaleRequest:
+    """The batch's options for `upscale_file`; the destination's suffix sets the format,
+    and an output left by an earlier run is replaced (the manifest decides what to skip)."""
+    return UpscaleRequest(
+        scale=options.scale,
+        sharpen=options.sharpen,
+        quality=options.quality,
+        max_input_size=options.max_input_size,
+        max_input_pixels=options.max_input_pixels,
+        overwrite=True,
+    )
+
+
+def upscale_media(runner: ImageRunner, flight: InFlight) -> None:
+    """An animation or a video, whole, through `upscale_file` (which writes atomically).
+
+    A remote input is copied to a temporary folder, run there, and the result uploaded
+    under a temporary name and renamed, like a still's.
+    """
+    src_fs, source = fsspec.core.url_to_fs(flight.item.source)
+    dst_fs, destination = fsspec.core.url_to_fs(flight.row["output"])
+    request = media_request(flight.options)
+    if isinstance(src_fs, LocalFileSystem) and isinstance(dst_fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        result = runner.upscale_file(source, destination, request=request)
+    else:
+        with tempfile.TemporaryDirectory(prefix="upres-batch-") as folder:
+            local_in = os.path.join(folder, "in" + posixpath.splitext(source)[1])
+            local_out = os.path.join(folder, "out" + posixpath.splitext(destination)[1])
+            if flight.data is not None:  # an animation already read: no second download
+                with open(local_in, "wb") as handle:
+                    handle.write(flight.data)
+            else:
+                src_fs.get_file(source, local_in)
+            flight.data = None
+            result = runner.upscale_file(local_in, local_out, request=request)
+            atomic_upload(dst_fs, local_out, destination)
+    flight.data = None
+    report = result.report
+    flight.row |= {"status": "done", "error": None}
+    if report is not None:
+        flight.row["input_size"] = list(report.input_size)
+        flight.row["output_size"] = list(report.output_size)
+
+
 def write_stage(flight: InFlight) -> dict[str, Any]:
     """Encode and write atomically (the encoder and the disk; safe in a helper thread)."""
 
     def write() -> None:
         assert flight.image is not None and flight.result is not None
-        item, options = flight.item, flight.options
-        fmt = options.format or PurePosixPath(item.destination).suffix.lstrip(".")
-        atomic_write(item.destination, encode_bytes(flight.result, fmt, options.quality))
+        options, destination = flight.options, flight.row["output"]
+        fmt = options.format or PurePosixPath(destination).suffix.lstrip(".")
+        atomic_write(destination, encode_bytes(flight.result, fmt, options.quality))
         flight.row |= {"status": "done", "error": None}
         flight.row["input_size"] = [flight.image.width, flight.image.height]
         flight.row["output_size"] = [flight.result.width, flight.result.height]
 
-    if not flight.failed:
+    if not flight.failed and flight.kind == STILL:  # animations and videos are written
         guarded(flight, write)
     flight.image = flight.result = None  # the row outlives the pixels
     flight.row["seconds"] = round(time.perf_counter() - flight.started, 4)
@@ -160,8 +257,24 @@ def atomic_write(url: str, data: bytes) -> None:
         raise
 
 
+def atomic_upload(fs: fsspec.AbstractFileSystem, local: str, path: str) -> None:
+    """Upload a finished local file under a hidden temporary name, then rename it."""
+    parent = fs._parent(path)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.{PurePosixPath(path).name}.upres-tmp"
+    try:
+        fs.put_file(local, tmp)
+        fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
 def plan_items(src: str, dst: str, format: str | None = None) -> Iterator[WorkItem]:
-    """Every image under SRC (recursively, hidden names left out), mirrored into DST.
+    """Every still, animation and video under SRC (recursively, hidden names left out),
+    mirrored into DST. A destination is named by suffix alone (no file is opened here);
+    the item's read stage renames it once it knows the kind (a one-frame GIF -> PNG).
 
     Streamed one folder at a time (files in name order, then sub-folders in name order),
     so a 100k-image tree is never held as one listing.
@@ -190,14 +303,22 @@ def plan_items(src: str, dst: str, format: str | None = None) -> Iterator[WorkIt
         folder_url = src_fs.unstrip_protocol(folder).rstrip("/")
         for name in sorted(files):
             stem, suffix = posixpath.splitext(name)
-            if name.startswith(".") or suffix.lower() not in IMAGE_SUFFIXES:
+            suffix = suffix.lower()
+            if name.startswith(".") or suffix not in MEDIA_SUFFIXES:
                 continue  # hidden names cover the manifest and our temporary files
+            if suffix in VIDEO_SUFFIXES or suffix in _KEPT_BY_NAME:
+                kept = suffix  # a video, or a GIF/APNG taken as animated until read
+            else:
+                kept = new_suffix or suffix
             yield WorkItem(
                 key=prefix + name,
                 source=f"{folder_url}/{name}",
-                destination=f"{dst_url}/{prefix}{stem}{new_suffix or suffix.lower()}",
+                destination=f"{dst_url}/{prefix}{stem}{kept}",
                 fingerprint=files[name],
             )
+
+
+_KEPT_BY_NAME = (".gif", ".apng")
 
 
 def _listing(

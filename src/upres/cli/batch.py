@@ -75,7 +75,8 @@ def batch(
     threads: int | None = THREADS,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
-    """Upscale every image under SRC into DST, skipping what an earlier run finished."""
+    """Upscale every image, animation and video under SRC into DST, skipping what an
+    earlier run finished. Animations and videos keep their format; --format is for stills."""
     from upres.batch.item import ItemOptions, RunnerSpec
 
     try:  # the same rules and messages as `upres upscale`, before any item is read
@@ -145,7 +146,7 @@ def _run_with_progress(
         failures = 0
 
         def on_start(todo: int, skipped: int) -> None:
-            progress.update(task, total=todo, description="images")
+            progress.update(task, total=todo, description="inputs")
             if skipped:
                 progress.console.print(f"[dim]{skipped} already settled in the manifest[/]")
 
