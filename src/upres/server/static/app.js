@@ -13,6 +13,8 @@ const LANGUAGES = { en: "en", zh: "zh-CN" };
 const state = {
   file: null,
   fileSize: null, // "96×64" once the preview has loaded
+  imageSize: null, // [width, height] once the preview has loaded (not for TIFF)
+  askedExact: false, // the running job asked for an exact size (not a scale)
   originalUrl: null,
   resultUrl: null,
   jobId: null,
@@ -91,6 +93,7 @@ function setLanguage(lang, remember) {
 
 function redraw() {
   showLimits();
+  updateSize();
   renderModels();
   updateDetailHint();
   if (state.file) describeFile();
@@ -239,6 +242,11 @@ function bindControls() {
     $("sharpen-value").value = Number($("sharpen").value).toFixed(2);
   });
   $("detail").addEventListener("change", updateDetailHint);
+  for (const radio of document.querySelectorAll("input[name=size-mode], input[name=scale]")) {
+    radio.addEventListener("change", updateSize);
+  }
+  $("exact-pixels").addEventListener("input", updateSize);
+  $("exact-side").addEventListener("change", updateSize);
   $("model").addEventListener("change", updateDetailHint);
   $("api-key").addEventListener("change", async () => {
     localStorage.setItem(KEY_STORAGE, $("api-key").value.trim());
@@ -288,6 +296,7 @@ function chooseFile(file) {
   }
   state.file = file;
   state.fileSize = null;
+  state.imageSize = null;
   if (state.originalUrl) URL.revokeObjectURL(state.originalUrl);
   state.originalUrl = URL.createObjectURL(file);
   const thumb = $("thumb");
@@ -295,13 +304,98 @@ function chooseFile(file) {
   thumb.onload = () => {
     thumb.hidden = false;
     state.fileSize = `${thumb.naturalWidth}×${thumb.naturalHeight}`;
+    state.imageSize = [thumb.naturalWidth, thumb.naturalHeight];
     describeFile();
+    updateSize();
   };
   thumb.onerror = () => {
     thumb.hidden = true; // not viewable here (e.g. TIFF): the server may still read it
   };
   thumb.src = state.originalUrl;
+  updateSize();
   updateReady();
+}
+
+// -- the result's size: a scale, or an exact width, height or long side (aspect kept) ----
+
+function exactMode() {
+  return document.querySelector("input[name=size-mode]:checked").value === "exact";
+}
+
+function exactPixels() {
+  // A positive whole number, as the service asks; anything else (1.5, 1e3, 0, empty) is null.
+  const text = $("exact-pixels").value.trim();
+  return /^[0-9]+$/.test(text) && Number(text) > 0 ? Number(text) : null;
+}
+
+function pythonRound(x) {
+  // Python's round (half to even), so that the page's sizes are the service's to the pixel.
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+function modelInput([width, height]) {
+  // The service reduces a side above max_input_size first (upres.request.downsized).
+  const limit = state.limits.max_input_size;
+  const longest = Math.max(width, height);
+  if (!limit || longest <= limit) return [width, height];
+  const ratio = limit / longest;
+  return [Math.max(1, pythonRound(width * ratio)), Math.max(1, pythonRound(height * ratio))];
+}
+
+function expectedSize(size) {
+  // The service's own rule (UpscaleRequest.output_size, same arithmetic) on the reduced
+  // input: the scale, or the exact side with the other one following the aspect.
+  const [width, height] = modelInput(size);
+  const side = (x) => Math.max(1, pythonRound(x));
+  if (!exactMode()) {
+    const factor = Number(document.querySelector("input[name=scale]:checked").value);
+    return [side(width * factor), side(height * factor)];
+  }
+  const pixels = exactPixels();
+  const which = $("exact-side").value;
+  if (which === "width") return [pixels, side((height * pixels) / width)];
+  if (which === "height") return [side((width * pixels) / height), pixels];
+  const ratio = pixels / Math.max(width, height);
+  return [side(width * ratio), side(height * ratio)];
+}
+
+function sizeProblem() {
+  // What the service would refuse, said before anything is sent (null: nothing known wrong).
+  if (exactMode() && exactPixels() === null) return { key: "size.invalid", vars: {} };
+  if (!state.imageSize) return null; // not previewable here: the service will judge
+  const [width, height] = expectedSize(state.imageSize);
+  const [inWidth, inHeight] = modelInput(state.imageSize);
+  const scale = Math.max(width / inWidth, height / inHeight);
+  const { max_scale: mostScale, max_output_pixels: most } = state.limits;
+  if (mostScale && scale > mostScale) {
+    const vars = { width, height, scale: String(+scale.toFixed(2)), limit: String(mostScale) };
+    return { key: "size.scale_too_large", vars };
+  }
+  if (most && width * height > most) {
+    const limit = (most / 1e6).toFixed(1); // megapixels
+    return { key: "size.too_large", vars: { width, height, limit } };
+  }
+  return null;
+}
+
+function updateSize() {
+  const exact = exactMode();
+  $("scale-choice").hidden = exact;
+  $("exact-choice").hidden = !exact;
+  const problem = sizeProblem();
+  $("exact-pixels").setAttribute("aria-invalid", String(Boolean(problem) && exact));
+  const hint = $("size-hint");
+  hint.classList.toggle("invalid", Boolean(problem));
+  if (problem) {
+    hint.textContent = t(problem.key, problem.vars);
+  } else if (state.imageSize) {
+    const [width, height] = expectedSize(state.imageSize);
+    hint.textContent = t("size.result", { width, height });
+  } else {
+    hint.textContent = "";
+  }
+  hint.hidden = !hint.textContent;
 }
 
 function describeFile() {
@@ -325,7 +419,8 @@ function updateReady() {
 function formData() {
   const data = new FormData();
   data.append("file", state.file, state.file.name);
-  data.append("scale", document.querySelector("input[name=scale]:checked").value);
+  if (exactMode()) data.append($("exact-side").value, String(exactPixels()));
+  else data.append("scale", document.querySelector("input[name=scale]:checked").value);
   data.append("sharpen", $("sharpen").value);
   data.append("detail", $("detail").checked ? "true" : "false");
   if ($("face").checked) data.append("face", "on");
@@ -337,6 +432,13 @@ function formData() {
 async function run() {
   if (!state.file || state.jobId) return;
   hideError();
+  const problem = sizeProblem();
+  if (problem) {
+    showError(problem);
+    if (exactMode()) $("exact-pixels").focus();
+    return;
+  }
+  state.askedExact = exactMode(); // the download's name says what was asked
   state.stopped = false;
   const started = performance.now();
   setRunning(true);
@@ -433,7 +535,8 @@ async function showResult(job, seconds) {
   const stem = state.file.name.replace(/\.[^.]+$/, "") || "image";
   const download = $("download");
   download.href = state.resultUrl;
-  download.download = `${stem}_x${job.scale}.png`;
+  const size = state.askedExact ? `${outW}x${outH}` : `x${job.scale}`;
+  download.download = `${stem}_${size}.png`;
   const notes = $("notes");
   notes.replaceChildren(
     ...job.notes.map((note) => {
