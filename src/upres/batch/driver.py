@@ -10,13 +10,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 
-from upres.api import ImageRunner
 from upres.batch.item import ItemOptions, WorkItem, plan_items
 from upres.batch.manifest import Manifest
+
+if TYPE_CHECKING:  # torch: not needed to list, plan or drive a batch
+    from upres.api import ImageRunner
 
 ENGINES = ("local", "ray")
 ERRORS_KEPT = 20  # in the summary; a 100k batch's every failure is in the manifest

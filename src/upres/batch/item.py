@@ -17,18 +17,20 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image as PILImage
 
-from upres.api import ImageRunner
 from upres.errors import UpresError
 from upres.io.image import Image, decode_bytes, encode_bytes
 from upres.io.paths import FORMAT_SUFFIX, MEDIA_SUFFIXES, VIDEO_SUFFIXES, output_suffix
 from upres.preflight import ANIMATION, STILL, VIDEO
 from upres.request import UpscaleRequest
+
+if TYPE_CHECKING:  # torch: not needed to list, plan or drive a batch
+    from upres.api import ImageRunner
 
 # Suffixes whose files may hold several frames; only these are ever probed for a count.
 MAYBE_ANIMATED_SUFFIXES = (".gif", ".apng", ".png", ".webp")

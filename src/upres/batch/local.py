@@ -10,9 +10,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from upres.api import ImageRunner
 from upres.batch.item import InFlight, ItemOptions, WorkItem, infer_stage, read_stage, write_stage
+
+if TYPE_CHECKING:  # torch: not needed to list, plan or drive a batch
+    from upres.api import ImageRunner
 
 READ_AHEAD = 1  # decoded items waiting for the model
 WRITE_BEHIND = 1  # finished items being encoded; more would only hold memory

@@ -21,10 +21,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from upres.api import ImageRunner
 from upres.batch.item import ItemOptions, WorkItem, process_item, worker_name
+
+if TYPE_CHECKING:  # torch: not needed to list, plan or drive a batch
+    from upres.api import ImageRunner
 
 CHUNK_MAX = 16  # items per call: amortises a call's ~ms overhead, small enough to balance
 CHUNKS_IN_FLIGHT = 2  # per actor: the next chunk is already there when one finishes
