@@ -553,9 +553,7 @@ class Upscaler(ImageRunner):
         plus `alpha`) would do and cost: the engine's own plan and the memory forecast."""
         factor = float(scale) if scale else float(self.scale)
         limit = max_input_size if max_input_size is not None else default_max_input_size()
-        if limit and max(width, height) > limit:
-            ratio = limit / max(width, height)
-            width, height = max(1, round(width * ratio)), max(1, round(height * ratio))
+        width, height = downsized(width, height, limit)  # as _limit_input will
         target = (round(width * factor), round(height * factor))
         passes = self._passes_for(factor)
         shapes = self._pass_shapes(width, height, channels, passes, alpha=False)

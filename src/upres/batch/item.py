@@ -246,26 +246,24 @@ def atomic_write(url: str, data: bytes) -> None:
     leftover temporary file, so a finished batch has none. One item has one writer at a time.
     """
     fs, path = fsspec.core.url_to_fs(url)
-    parent = fs._parent(path)
-    fs.makedirs(parent, exist_ok=True)
-    name = PurePosixPath(path).name
-    tmp = f"{parent}/.{name}.upres-tmp"
-    try:
-        fs.pipe_file(tmp, data)
-        fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
-        raise
+    write_then_rename(fs, path, lambda tmp: fs.pipe_file(tmp, data))
 
 
 def atomic_upload(fs: fsspec.AbstractFileSystem, local: str, path: str) -> None:
     """Upload a finished local file under a hidden temporary name, then rename it."""
+    write_then_rename(fs, path, lambda tmp: fs.put_file(local, tmp))
+
+
+def write_then_rename(
+    fs: fsspec.AbstractFileSystem, path: str, write: Callable[[str], None]
+) -> None:
+    """`write` the temporary `.NAME.upres-tmp` beside `path`, then rename it over `path`;
+    on any failure the temporary file is removed."""
     parent = fs._parent(path)
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.{PurePosixPath(path).name}.upres-tmp"
     try:
-        fs.put_file(local, tmp)
+        write(tmp)
         fs.mv(tmp, path)
     except BaseException:
         if fs.exists(tmp):
