@@ -7,14 +7,16 @@ For Compact (realesr-animevideov3-x4), RRDBNet (realesrgan-x4plus), DAT-light (d
 and SwinIR-M (random weights) on a crop of Set14 `comic`, in one process, rounds interleaved
 (every engine once per round, best of `--rounds`), seconds per image for:
 
-  upres default   the fast path in the precision upres picks (bf16 on a CPU with AMX)
+  upres default   the fast path in the precision upres picks (bf16 on a CPU with AMX or
+                  AVX-512 BF16)
   upres fp32      the fast path in fp32
   ORT fp32        the same network exported by `upres export` and run by ONNX Runtime
                   (CUDA provider with --device cuda, where onnxruntime-gpu is installed)
   stock fp32      the checkpoint's reference modules (upres --no-fast)
   upres free-cores  upres default with the threads upres picks from the cores free now
-                  (engine/cores.py), instead of `--threads`
-  ORT free-cores  ONNX Runtime with that same thread count (chosen when the session opens)
+                  (engine/cores.py), instead of `--threads`: chosen once per condition,
+                  outside the timing, as upres's own governor re-checks every ~10 s
+  ORT free-cores  ONNX Runtime with that same thread count
 
 "busy": a subprocess spins on one core for the whole condition. Every engine gets the same
 `--threads`. The ratio columns are upres's speed over ONNX Runtime's (above 1: faster);
@@ -128,24 +130,33 @@ def engines_for(
     if not graph.exists():
         export_onnx(load_network(key), graph, tile=size, dynamic=key not in TRANSFORMERS)
     session = open_session(graph, torch.device(device), threads)
-    # ONNX Runtime fixes its threads per session: one more, sized as upres sizes its own.
-    session_free = open_session(graph, torch.device(device), choose_threads().threads)
+    # ONNX Runtime fixes its threads per session: one per count upres chooses, opened once.
+    sessions: dict[int, object] = {}
+
+    def ort_free() -> np.ndarray:
+        count = free_threads[0]
+        if count not in sessions:
+            sessions[count] = open_session(graph, torch.device(device), count)
+        return sessions[count].run(None, feed)[0]
+
     feed = {"input": np.ascontiguousarray(crop.transpose(2, 0, 1))[None]}
 
-    def with_threads(count: Callable[[], int], run: Callable[[], np.ndarray]) -> np.ndarray:
-        torch.set_num_threads(count())
+    def with_threads(count: int, run: Callable[[], np.ndarray]) -> np.ndarray:
+        torch.set_num_threads(count)
         return run()
 
-    fixed = lambda: threads  # noqa: E731
-    free = lambda: choose_threads().threads  # noqa: E731  (what upres picks by itself)
     return {
-        "upres default": lambda: with_threads(fixed, lambda: default(crop)),
-        "upres fp32": lambda: with_threads(fixed, lambda: fp32(crop)),
+        "upres default": lambda: with_threads(threads, lambda: default(crop)),
+        "upres fp32": lambda: with_threads(threads, lambda: fp32(crop)),
         "ORT fp32": lambda: session.run(None, feed)[0],
-        "stock fp32": lambda: with_threads(fixed, lambda: stock(crop)),
-        "upres free-cores": lambda: with_threads(free, lambda: default(crop)),
-        "ORT free-cores": lambda: session_free.run(None, feed)[0],
+        "stock fp32": lambda: with_threads(threads, lambda: stock(crop)),
+        "upres free-cores": lambda: with_threads(free_threads[0], lambda: default(crop)),
+        "ORT free-cores": ort_free,
     }
+
+
+# What upres would choose for itself in the current condition (set in main, per condition).
+free_threads = [1]
 
 
 def main() -> None:
@@ -168,6 +179,7 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as temporary:
         folder = args.graphs or temporary
+        Path(folder).mkdir(parents=True, exist_ok=True)
         for key in args.models:
             for size in args.sizes:
                 engines = engines_for(key, size, args.device, args.threads, Path(folder))
@@ -175,8 +187,11 @@ def main() -> None:
                 for name in args.conditions:
                     with condition(name):
                         load = os.getloadavg()[0]
+                        free_threads[0] = choose_threads().threads
+                        engines["ORT free-cores"]()  # its session opens outside the timing
                         best = best_of(engines, args.rounds)
                     cells = " | ".join(f"{best[e]:.3f}" for e in engines)
+                    name = f"{name}, upres chose {free_threads[0]} thread(s)"
                     ratio = best["ORT fp32"] / best["upres default"]
                     free = best["ORT free-cores"] / best["upres free-cores"]
                     print(

@@ -45,3 +45,25 @@ class CrashOnceSpec:
 
     def __call__(self) -> ImageRunner:
         return _CrashOnce(self.spec(), Path(self.marker), self.hard, self.after)
+
+
+class _CrashOnWidth(ImageRunner):
+    """Kills its whole process on every image of one width: an input a decoder cannot survive."""
+
+    def __init__(self, inner: ImageRunner, width: int) -> None:
+        self.inner, self.width = inner, width
+        self.name, self.scale = inner.name, inner.scale
+
+    def upscale_image(self, image: Any, **kwargs: Any) -> Any:
+        if image.width == self.width:
+            os._exit(139)
+        return self.inner.upscale_image(image, **kwargs)
+
+
+@dataclass(frozen=True)
+class CrashOnWidthSpec:
+    spec: RunnerSpec
+    width: int
+
+    def __call__(self) -> ImageRunner:
+        return _CrashOnWidth(self.spec(), self.width)

@@ -85,7 +85,7 @@ def test_local_run_killed_mid_batch_resumes_where_it_stopped(
     write_inputs(src)  # in order: a.png, broken.png, c.jpg, sub/b.png
     crashing = CrashOnceSpec(spec, str(tmp_path / "crashed-once"), hard=False, after=1)
     with pytest.raises(SystemExit):  # dies upscaling c.jpg
-        run_batch(str(src), str(dst), crashing, ItemOptions())
+        run_batch(str(src), str(dst), crashing, ItemOptions(), processes=0)
     assert [row["input"] for row in manifest_rows(dst)] == ["a.png", "broken.png"]
     resumed = run_batch(str(src), str(dst), spec, ItemOptions())
     assert (resumed.done, resumed.failed, resumed.skipped) == (2, 0, 2)
@@ -197,7 +197,7 @@ def test_local_runner_reads_the_next_item_while_the_model_works(
     monkeypatch.setattr(local, "read_stage", read)
     monkeypatch.setattr(local, "infer_stage", infer)
     items = list(plan_items(str(src), str(dst)))
-    rows = list(local.run_local(items, spec, ItemOptions()))
+    rows = list(local.run_local(items, spec, ItemOptions(), processes=0))
     assert [row["input"] for row in rows] == [item.key for item in items]  # order kept
     assert [row["status"] for row in rows].count("failed") == 1  # broken.png, as its row
     order = [(what, key) for what, key, _ in events]

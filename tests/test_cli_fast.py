@@ -157,8 +157,7 @@ def test_batch_passes_run_options_to_the_runner_spec(picture, tmp_path, compact_
         "--threads",
         "1",
     )
-    assert result.exit_code == 0, result.stderr
-    assert torch.get_num_threads() == 1
+    assert result.exit_code == 0, result.stderr  # the spec's fields: the next test
     assert pixels(destination / "a.png").shape == (80, 72, 3)
 
 

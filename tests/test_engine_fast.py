@@ -206,10 +206,19 @@ def test_cpu_auto_precision_is_bf16_only_under_autocast_with_native_bf16(
     assert make_plan(compact, CPU, autocast=False).dtype == torch.float32
 
 
-def test_cpu_has_native_bf16_reads_the_amx_flag():
-    with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-        flagged = any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
-    assert plan_module.cpu_has_native_bf16() == flagged
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [
+        ("fpu sse2 avx2 fma", False),  # converts to fp32: no gain
+        ("fpu avx2 avx512f avx512_bf16 avx512_vnni", True),  # AMD Zen 4, Intel Cooper Lake
+        ("fpu avx512f amx_bf16 amx_tile", True),  # Intel Sapphire Rapids
+    ],
+)
+def test_cpu_has_native_bf16_reads_the_bf16_flags(tmp_path, flags, native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: some CPU\nflags\t\t: {flags}\n")
+    assert plan_module.cpu_has_native_bf16(str(cpuinfo)) is native
+    assert plan_module.cpu_has_native_bf16(str(tmp_path / "absent")) is False
 
 
 # -- torch.compile ------------------------------------------------------------------------------

@@ -8,6 +8,18 @@ from pathlib import Path
 class UpresError(Exception):
     """Base class: the message is one line a person can act on."""
 
+    def __reduce__(self) -> tuple:
+        # Rebuilt without calling __init__, whose arguments differ by subclass: a batch
+        # worker's error reaches the driver as the same type, message and fields.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[UpresError], args: tuple, fields: dict) -> UpresError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
+
 
 class BadInputError(UpresError):
     """An input file (or array) that cannot be used: corrupt, empty, not an image, zero-sized."""

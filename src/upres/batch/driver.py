@@ -80,11 +80,15 @@ def run_batch(
     *,
     engine: str = "local",
     ray_options: Any = None,
+    processes: int = 1,
     retry_failed: bool = False,
     on_start: Callable[[int, int], None] | None = None,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> Summary:
-    """Upscale every image under SRC into DST; resumable through DST's manifest."""
+    """Upscale every image under SRC into DST; resumable through DST's manifest.
+
+    The local engine runs the model in `processes` worker processes (0: in this process).
+    """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     dst_fs, dst_root = fsspec.core.url_to_fs(dst)
@@ -94,7 +98,7 @@ def run_batch(
             on_start(len(todo), skipped)
         summary = Summary(skipped=skipped, manifest=dst_fs.unstrip_protocol(manifest.path))
         started = time.perf_counter()
-        for row in _rows(engine, todo, make_runner, options, ray_options):
+        for row in _rows(engine, todo, make_runner, options, ray_options, processes):
             manifest.append(row)  # the driver alone writes it: no two writers, no locks
             summary.add(row)
             if on_row:
@@ -109,11 +113,12 @@ def _rows(
     make_runner: Callable[[], ImageRunner],
     options: ItemOptions,
     ray_options: Any,
+    processes: int,
 ) -> Iterator[dict[str, Any]]:
     if engine == "local":
         from upres.batch.local import run_local
 
-        return run_local(items, make_runner, options)
+        return run_local(items, make_runner, options, processes)
     from upres.batch.ray_runner import RayOptions, run_ray
 
     return run_ray(items, make_runner, options, ray_options or RayOptions())

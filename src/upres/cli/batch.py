@@ -54,11 +54,15 @@ def batch(
     model: list[str] | None = typer.Option(
         None, "-m", "--model", help="Model name or checkpoint; repeat for a chain."
     ),
-    engine: str = typer.Option("local", "--engine", help="local (this process) or ray."),
+    engine: str = typer.Option(
+        "local", "--engine", help="local (worker processes on this machine) or ray."
+    ),
     address: str | None = typer.Option(
         None, "--address", help="Ray cluster to join (default: start a local one)."
     ),
-    workers: int = typer.Option(1, "--workers", min=1, help="Ray actors, one model each."),
+    workers: int = typer.Option(
+        1, "--workers", min=1, help="Worker processes (local) or Ray actors, one model each."
+    ),
     gpus_per_worker: float = typer.Option(
         0.0, "--gpus-per-worker", min=0.0, help="GPU share per actor (0.5: two per GPU)."
     ),
@@ -106,12 +110,14 @@ def batch(
         fast=fast,
         compile=compile,
         threads=threads,  # set where the model loads: here, or in each Ray actor
-        workers=workers if engine == "ray" and address is None else 1,  # local actors split cores
+        workers=workers if address is None else 1,  # workers on this machine split its cores
     )
     options = ItemOptions(scale=request.scale, format=request.format, quality=request.quality)
     ray_options = _ray_options(engine, workers, gpus_per_worker, cpus_per_worker, address)
     try:
-        summary = _run_with_progress(src, dst, spec, options, engine, ray_options, retry_failed)
+        summary = _run_with_progress(
+            src, dst, spec, options, engine, ray_options, workers, retry_failed
+        )
     except (UpresError, ValueError, FileNotFoundError, ImportError) as error:
         usage_error(str(error))
     _print_summary(summary, as_json)
@@ -137,6 +143,7 @@ def _run_with_progress(
     options: ItemOptions,
     engine: str,
     ray_options: Any,
+    processes: int,
     retry_failed: bool,
 ) -> Summary:
     from upres.batch.driver import run_batch
@@ -169,6 +176,7 @@ def _run_with_progress(
             options,
             engine=engine,
             ray_options=ray_options,
+            processes=processes,
             retry_failed=retry_failed,
             on_start=on_start,
             on_row=on_row,

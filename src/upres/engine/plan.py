@@ -149,15 +149,22 @@ def missing_device(device: torch.device) -> str | None:
     return None
 
 
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """AMX bf16 tiles (Intel Sapphire Rapids and later): bf16 matmuls several times fp32's speed.
+# bf16 dot products in hardware: AMX tiles (Intel Sapphire Rapids on) or AVX-512 BF16
+# (Intel Cooper Lake, AMD Zen 4 on). On a 2-core Zen 4 without AMX the fast path ran
+# 1.2-2.0x faster in bf16 than in fp32 on every family, at 52-67 dB from fp32.
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
-    Without them oneDNN emulates bf16 and gains little, so fp32 stays the CPU default.
-    """
+
+@functools.cache
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU computes bf16 dot products natively; without that, oneDNN converts
+    to fp32 and gains nothing, so fp32 stays the CPU default."""
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            return any(line.startswith("flags") and "amx_bf16" in line.split() for line in info)
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
+            return any(
+                line.startswith("flags") and not NATIVE_BF16_FLAGS.isdisjoint(line.split())
+                for line in info
+            )
     except OSError:
         return False
 
