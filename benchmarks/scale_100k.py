@@ -2,13 +2,16 @@
 and the loss of a Ray node, on the `bicubic` pseudo-model so the framework's cost shows.
 
     PYTHONPATH=src python benchmarks/scale_100k.py [--sizes 1000 10000 100000]
-        [--ray-sizes 1000 10000] [--workers 1 2] [--kill-size 100000] [--node-loss-size 2000]
+        [--ray-sizes 1000 10000] [--workers 1 2] [--local-workers 1] [--kill-size 100000]
+        [--node-loss-size 2000]
         [--parts throughput kill node-loss] [--tmp /tmp]
 
 Generates the inputs under a temporary folder (deleted at the end): folders of 1,000 small
 images (16/24/32 px; PNG, JPEG, WebP, RGBA PNG) with 3 corrupt files per 1,000 mixed in.
 Every configuration runs `upres.batch.driver.run_batch` in a fresh driver process (so its
 peak RSS is its own) into a fresh DST, and prints one markdown table row as it finishes.
+The local engine's model runs in worker processes (`--local-workers`); the largest one's
+peak RSS is reported beside the driver's.
 
 - overhead/item = (driver wall time - model seconds / workers) / items, where the model
   seconds are the `model_s` of every manifest row (the runner call, measured in the
@@ -155,6 +158,7 @@ def driver(args: argparse.Namespace) -> None:
         ItemOptions(),
         engine=args.engine,
         ray_options=ray_options,
+        processes=args.workers,
         on_start=on_start,
         on_row=on_row,
     )
@@ -170,6 +174,8 @@ def driver(args: argparse.Namespace) -> None:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_growth_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before,
         "node_removed_after": removed_at,
+        # Joined worker processes (the local engine's); Ray's actors are not our children.
+        "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
     print(json.dumps(facts), flush=True)
 
@@ -262,10 +268,11 @@ def line_count(path: Path) -> int:
 def throughput(root: Path, work: Path, args: argparse.Namespace) -> None:
     print(
         "\n| engine | items | wall s | items/s | model ms/item | overhead ms/item |"
-        " driver peak RSS MB (growth in run_batch) | driver CPU ms/item | failed rows |"
+        " driver peak RSS MB (growth in run_batch) | largest worker RSS MB |"
+        " driver CPU ms/item | failed rows |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    configs = [("local", 1, size) for size in args.sizes]
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    configs = [("local", w, size) for w in args.local_workers for size in args.sizes]
     configs += [("ray", w, size) for w in args.workers for size in args.ray_sizes]
     for engine, workers, size in configs:
         dst = work / f"out-{engine}-{workers}-{size}"
@@ -273,11 +280,12 @@ def throughput(root: Path, work: Path, args: argparse.Namespace) -> None:
         items = facts["done"] + facts["failed"]
         model = model_seconds(dst)
         overhead = (facts["wall"] - model / workers) / items
-        label = "local" if engine == "local" else f"ray, {workers} worker(s)"
+        label = f"{engine}, {workers} worker(s)"
+        worker_rss = f"{facts['workers_peak_rss_mb']:.0f}" if engine == "local" else "-"
         print(
             f"| {label} | {items} | {facts['wall']:.1f} | {items / facts['wall']:.0f} |"
             f" {1000 * model / items:.2f} | {1000 * overhead:.2f} |"
-            f" {facts['peak_rss_mb']:.0f} (+{facts['rss_growth_mb']:.0f}) |"
+            f" {facts['peak_rss_mb']:.0f} (+{facts['rss_growth_mb']:.0f}) | {worker_rss} |"
             f" {1000 * facts.get('driver_cpu_s', float('nan')) / items:.2f} | {facts['failed']} |",
             flush=True,
         )
@@ -334,7 +342,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10000, 100000])
     parser.add_argument("--ray-sizes", type=int, nargs="+", default=[1000, 10000])
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Ray actors.")
+    parser.add_argument("--local-workers", type=int, nargs="*", default=[1])
     parser.add_argument("--kill-size", type=int, default=100000)
     parser.add_argument("--node-loss-size", type=int, default=2000)
     parser.add_argument("--parts", nargs="+", default=["throughput", "kill", "node-loss"])

@@ -206,6 +206,25 @@ def test_cpu_auto_precision_is_bf16_only_under_autocast_with_native_bf16(
     assert make_plan(compact, CPU, autocast=False).dtype == torch.float32
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_reason_says_why_each_precision_was_chosen(native, monkeypatch):
+    monkeypatch.setattr(plan_module, "cpu_has_native_bf16", lambda: native)
+    auto_cpu = plan_module.precision_reason(
+        torch.bfloat16 if native else torch.float32, CPU, "auto", True
+    )
+    if native:
+        assert auto_cpu == "bf16: this CPU computes bf16 natively (AMX or AVX-512 BF16)"
+        model_says_no = plan_module.precision_reason(torch.float32, CPU, "auto", True)
+        assert model_says_no == "fp32: the model does not support bf16"
+    else:
+        assert auto_cpu == "fp32: this CPU has no native bf16 (no AMX or AVX-512 BF16)"
+    reference = plan_module.precision_reason(torch.float32, CPU, "auto", False)
+    assert reference == "fp32: the reference path (--no-fast) runs in fp32"
+    assert plan_module.precision_reason(torch.float32, CPU, "fp32", True) == "fp32: as asked"
+    refused = plan_module.precision_reason(torch.float32, CPU, "fp16", True)
+    assert refused == "fp32: fp16 asked, not supported by the model"
+
+
 @pytest.mark.parametrize(
     ("flags", "native"),
     [

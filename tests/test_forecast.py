@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import astuple
 
 import numpy as np
@@ -157,6 +158,8 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, photo, compact_check
     assert "a.png: 90x60 -> 180x120" in result.stdout
     assert "tile 128, 12 tile(s), 1 model pass(es)" in result.stdout
     assert "predicted peak: host" in result.stdout and "MiB" in result.stdout
+    assert re.search(r"precision (bf16|fp32): this CPU", result.stdout)
+    assert "CPU thread(s): " in result.stdout and "usable core(s)" in result.stdout
     assert "c.png" in result.stderr
     assert not out.exists()
 
@@ -168,6 +171,10 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, photo, compact_check
     assert planned["forecast_peak_host_bytes"] > 0
     assert planned["forecast_peak_device_bytes"] is None
     assert rows["c.png"]["status"] == "failed"
+    assert planned["precision_reason"].startswith(planned["precision"] + ": ")
+    assert planned["threads"]["threads"] >= 1 and "usable core(s)" in planned["threads"]["reason"]
+    fp32 = cli.invoke(app, [*args, "--json", "--precision", "fp32"], catch_exceptions=False)
+    assert json.loads(fp32.stdout)["images"][0]["precision_reason"] == "fp32: as asked"
 
 
 def test_a_real_run_reports_the_measured_peak_beside_the_forecast(

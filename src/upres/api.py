@@ -20,6 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from upres.engine.cores import current_choice as current_thread_choice
 from upres.engine.cores import recheck as recheck_threads
 from upres.engine.fast import FastModule, accelerate
 from upres.engine.forecast import (
@@ -33,7 +34,14 @@ from upres.engine.forecast import (
     resident_bytes,
     tile_count,
 )
-from upres.engine.plan import DEFAULT_OVERLAP, DTYPES, Plan, make_plan, resolve_device
+from upres.engine.plan import (
+    DEFAULT_OVERLAP,
+    DTYPES,
+    Plan,
+    make_plan,
+    precision_reason,
+    resolve_device,
+)
 from upres.engine.run import ProgressCallback, TileRunner
 from upres.engine.sharpen import sharpen as sharpen_pixels
 from upres.errors import BadInputError, ModelNotFoundError, OutputError, RequestError
@@ -586,7 +594,17 @@ class Upscaler(ImageRunner):
             model_passes=passes,
             output_size=target,
             forecast=forecast,
+            precision_reason=precision_reason(first.dtype, self.device, self.precision, self.fast),
+            threads=self._threads(),
         )
+
+    def _threads(self) -> dict | None:
+        if self.device.type != "cpu":
+            return None
+        choice = current_thread_choice()
+        if choice is None:  # library use: torch's own count
+            return {"threads": torch.get_num_threads(), "reason": "torch's default"}
+        return {"threads": choice.threads, "reason": choice.reason}
 
     def _pass_shapes(
         self, width: int, height: int, channels: int, passes: int, *, alpha: bool

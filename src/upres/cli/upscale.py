@@ -526,10 +526,20 @@ def print_plans(rows: list[dict]) -> None:
             f"{row['input']}: {width}x{height} -> {out_w}x{out_h}{per_frame}\n"
             f"  device {row['device']}, {row['precision']}, tile {tile},"
             f" {row['tiles']} tile(s), {row['model_passes']} model pass(es)\n"
+            f"  {why(row)}\n"
             f"  predicted peak: host {mebibytes(row['forecast_peak_host_bytes'])}"
             + (f", device {mebibytes(device_peak)}" if device_peak is not None else ""),
             highlight=False,
         )
+
+
+def why(row: dict) -> str:
+    """The precision and the CPU threads chosen, with the reasons."""
+    text = f"precision {row.get('precision_reason') or row['precision']}"
+    threads = row.get("threads")
+    if threads:
+        text += f"; {threads['threads']} CPU thread(s): {threads['reason']}"
+    return text
 
 
 def mebibytes(count: int) -> str:

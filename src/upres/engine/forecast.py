@@ -80,11 +80,15 @@ class ImagePlan:
     model_passes: int
     output_size: tuple[int, int]  # width, height
     forecast: MemoryForecast
+    precision_reason: str = ""
+    threads: dict | None = None  # CPU threads chosen and why (engine/cores.py); None: torch's
 
     def as_dict(self) -> dict:
         return {
             "device": self.device,
             "precision": self.precision,
+            "precision_reason": self.precision_reason,
+            "threads": self.threads,
             "tile": self.tile,
             "tile_rows": self.tile_rows,
             "tiles": self.tiles,

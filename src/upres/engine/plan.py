@@ -202,6 +202,27 @@ def choose_precision(
     return torch.bfloat16 if bf16_ok else torch.float32
 
 
+def precision_reason(
+    dtype: torch.dtype, device: torch.device, requested: str, autocast: bool
+) -> str:
+    """Why `choose_precision` gave `dtype`, in a few words for --dry-run and --json."""
+    name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    if requested == "auto":
+        requested = (setting("UPRES_PRECISION") or "auto").lower()
+    if requested != "auto":
+        how = "as asked" if name == requested else f"{requested} asked, not supported by the model"
+        return f"{name}: {how}"
+    if device.type != "cpu":
+        return f"{name}: the model's best on {device.type}"
+    if not autocast:
+        return f"{name}: the reference path (--no-fast) runs in fp32"
+    if dtype == torch.bfloat16:
+        return f"{name}: this CPU computes bf16 natively (AMX or AVX-512 BF16)"
+    if cpu_has_native_bf16():
+        return f"{name}: the model does not support bf16"
+    return f"{name}: this CPU has no native bf16 (no AMX or AVX-512 BF16)"
+
+
 def size_rules(descriptor: ImageModelDescriptor) -> SizeRules:
     """Multiple and minimum side, including the attention window that Swin-family models pad to."""
     requirements = descriptor.size_requirements
