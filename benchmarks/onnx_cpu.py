@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +46,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from upres.api import Upscaler  # noqa: E402
 from upres.bench.models import select as bench_models  # noqa: E402
+from upres.engine.allocator import keep_freed_memory  # noqa: E402
 from upres.engine.cores import choose_threads  # noqa: E402
 from upres.models.export import export_onnx  # noqa: E402
 from upres.models.loader import LoadedModel, descriptor_from_state_dict, load_model  # noqa: E402
@@ -80,8 +82,9 @@ def load_network(key: str) -> LoadedModel:
     return LoadedModel(descriptor, "swinir-m-random", None, Path("swinir-m-random"))
 
 
-def spin(parent: int) -> None:
+def spin(parent: int, spinning: Any) -> None:
     """Keep one core busy until told to stop, or until the benchmark is gone."""
+    spinning.set()
     while os.getppid() == parent:
         for _ in range(1_000_000):
             pass
@@ -92,10 +95,11 @@ def condition(name: str):
     """'busy': another process keeps one core spinning while the block runs."""
     spinner = None
     if name == "busy":
-        spinner = multiprocessing.get_context("spawn").Process(
-            target=spin, args=(os.getpid(),), daemon=True
-        )
+        context = multiprocessing.get_context("spawn")
+        spinning = context.Event()
+        spinner = context.Process(target=spin, args=(os.getpid(), spinning), daemon=True)
         spinner.start()
+        spinning.wait()  # a spawned child imports this module (torch) before it spins
         time.sleep(0.5)
     try:
         yield
@@ -178,6 +182,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    keep_freed_memory()  # as every upres surface does at start (engine/cores.configure)
     print(f"torch {torch.__version__}, threads {args.threads}, device {args.device},")
     print(f"load average at start {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
     header = "| model | input | machine | upres default | upres fp32 | ORT fp32 | stock fp32"

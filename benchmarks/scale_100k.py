@@ -149,7 +149,7 @@ def driver(args: argparse.Namespace) -> None:
                 removed_at = finished
 
     before = resource.getrusage(resource.RUSAGE_SELF)
-    rss_before = before.ru_maxrss / 1024  # imports, Ray
+    rss_before = peak_rss_mb()  # imports, Ray
     started = time.perf_counter()
     summary = run_batch(
         args.src,
@@ -171,13 +171,23 @@ def driver(args: argparse.Namespace) -> None:
         "init_seconds": init_seconds,
         # The driver's own CPU (all its threads); on Ray that is the serial part of a batch.
         "driver_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_growth_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_before,
+        "peak_rss_mb": peak_rss_mb(),
+        "rss_growth_mb": peak_rss_mb() - rss_before,
         "node_removed_after": removed_at,
         # Joined worker processes (the local engine's); Ray's actors are not our children.
         "workers_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }
     print(json.dumps(facts), flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident size. Not ru_maxrss: Linux carries that over exec from
+    the forking parent, so a small driver started by a big process would report the parent."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def node_running(cluster: object, workers: set[str]) -> object | None:
@@ -370,9 +380,10 @@ def main() -> None:
             f" {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        from upres.batch.item import RunnerSpec
-
-        RunnerSpec(("bicubic",))()  # make its one-tensor file once, outside every timing
+        # Make bicubic's one-tensor file once, outside every timing, and in a child: torch
+        # in this process would inflate every driver's ru_maxrss (it survives fork + exec).
+        prepare = "from upres.batch.item import RunnerSpec; RunnerSpec(('bicubic',))()"
+        subprocess.run([sys.executable, "-c", prepare], check=True, env=driver_env())
         if "throughput" in args.parts:
             throughput(work / "src", work, args)
         if "kill" in args.parts:

@@ -135,3 +135,19 @@ def test_a_bias_cached_under_bf16_does_not_leak_into_fp32(family: str) -> None:
         FastModule(network, torch.bfloat16)(image)
         after_bf16 = FastModule(network, torch.float32)(image)
         assert psnr(reference(image), after_bf16) >= 80
+
+
+def test_dat_attention_made_one_window_at_a_time_matches_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from upres.engine.fast import dat as fast_dat
+
+    monkeypatch.setattr(fast_dat, "SCORES_BYTES", 1)  # the smallest slice: one window
+    reference = randomise_biases(tiny_networks()["DAT"])
+    fast = copy.deepcopy(reference)
+    assert accelerate(fast) > 0
+    swapped = {type(module).__name__ for module in fast.modules()}
+    assert {"DATSpatialAttention", "DATSpatialGate", "DATAdaptiveChannelAttention"} <= swapped
+    batch = torch.rand(2, 3, 40, 56)
+    with torch.inference_mode():
+        assert psnr(reference(batch), fast(batch)) >= 80

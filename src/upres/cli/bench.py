@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
 
         from upres.bench.measure import BenchReport, bench_image, bench_model, device_name
         from upres.bench.models import select
+        from upres.engine.allocator import keep_freed_memory
         from upres.engine.plan import resolve_device
 
         try:
@@ -60,6 +61,7 @@ def register(app: typer.Typer) -> None:
         # Random weights drive activations into denormal floats, which real checkpoints
         # rarely do and which run 10x slower on a CPU: flush them for both paths.
         torch.set_flush_denormal(True)
+        keep_freed_memory()  # as upscale and the service run (engine/allocator.py)
         timed_runs = repeats or (1 if quick else 2)
         for spec in models:
             err.print(f"[dim]timing {spec.name} on {side}x{side}...[/]", highlight=False)

@@ -134,7 +134,11 @@ _governor: ThreadGovernor | None = None
 
 
 def configure(threads: int | None = None, workers: int = 1) -> ThreadChoice:
-    """Choose threads now (an explicit count wins) and re-check them during long runs."""
+    """Set this process up for inference: threads chosen now (an explicit count wins) and
+    re-checked during long runs, and the allocator told to keep freed tensor memory."""
+    from upres.engine.allocator import keep_freed_memory
+
+    keep_freed_memory()
     global _governor
     _governor = ThreadGovernor(threads, workers)
     return _governor.apply(force=True)
