@@ -128,6 +128,8 @@ def test_json_says_what_was_chosen_and_why(tmp_path: Path, compact_checkpoint: P
     assert outcome.exit_code == 0, outcome.output
     chosen = json.loads(outcome.stdout)["chosen"]
     assert chosen["engine"] == "torch" and chosen["precision"] in ("float32", "bfloat16")
+    short = {"float32": "fp32", "bfloat16": "bf16"}[chosen["precision"]]
+    assert chosen["precision_reason"].startswith(f"{short}: this CPU")
     assert chosen["threads"] >= 1 and "usable core(s)" in chosen["threads_reason"]
     outcome = CliRunner().invoke(app, [*arguments, "--threads", "1", "-o", str(tmp_path / "b.png")])
     chosen = json.loads(outcome.stdout)["chosen"]

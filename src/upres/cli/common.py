@@ -126,6 +126,11 @@ def how_it_ran(runner: object) -> dict:
         "device": str(getattr(runner, "device", "")),
         "precision": str(getattr(runner, "dtype", "")).removeprefix("torch."),
     }
+    if all(hasattr(runner, name) for name in ("dtype", "device", "precision", "fast")):
+        from upres.engine.plan import precision_reason
+
+        reason = precision_reason(runner.dtype, runner.device, runner.precision, runner.fast)
+        facts["precision_reason"] = reason
     choice = current_choice()
     if choice is not None:
         facts["threads"] = choice.threads
