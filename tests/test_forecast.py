@@ -174,7 +174,8 @@ def test_dry_run_prints_the_plan_and_runs_nothing(tmp_path, photo, compact_check
     assert planned["precision_reason"].startswith(planned["precision"] + ": ")
     assert planned["threads"]["threads"] >= 1 and "usable core(s)" in planned["threads"]["reason"]
     fp32 = cli.invoke(app, [*args, "--json", "--precision", "fp32"], catch_exceptions=False)
-    assert json.loads(fp32.stdout)["images"][0]["precision_reason"] == "fp32: as asked"
+    by_name = {row["input"].rsplit("/", 1)[-1]: row for row in json.loads(fp32.stdout)["images"]}
+    assert by_name["b.jpg"]["precision_reason"] == "fp32: as asked"
 
 
 def test_a_real_run_reports_the_measured_peak_beside_the_forecast(
