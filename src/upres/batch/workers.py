@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -23,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +45,16 @@ class WorkerCrashed(UpresError):
 
 @dataclass
 class _Worker:
-    """The driver's view of one worker process and the items it holds, in order."""
+    """The driver's view of one worker process and the items it holds, in order.
+
+    Each worker has its own inbox and its own pipe back: a process killed in the middle of
+    a write can only break its own channel (a queue shared by all workers has one lock, and
+    a worker killed while holding it would block every other worker for good).
+    """
 
     process: BaseProcess
-    inbox: Any  # multiprocessing Queue of WorkItem | None
+    inbox: Any  # multiprocessing Queue of WorkItem | None, read by this worker alone
+    results: Connection  # messages from this worker alone
     held: deque[WorkItem] = field(default_factory=deque)
     suspect: bool = False  # replaying a crashed worker's items: one at a time
     ready: bool = False
@@ -60,55 +68,54 @@ def run_in_workers(
 ) -> Iterator[dict[str, Any]]:
     """Yield one manifest row per item as workers write them (each worker's in order)."""
     context = multiprocessing.get_context("spawn")
-    outbox = context.Queue()
     todo: deque[WorkItem] = deque(items)
     suspects: deque[WorkItem] = deque()  # held by a worker that died with several items
 
-    def start(slot: int) -> _Worker:
+    def start() -> _Worker:
         inbox = context.Queue()
+        results, sender = context.Pipe(duplex=False)
         process = context.Process(
             target=worker_main,
-            args=(make_runner, options, inbox, outbox, slot, os.getpid()),
-            name=f"upres-batch-{slot}",
+            args=(make_runner, options, inbox, sender, os.getpid()),
+            name="upres-batch-worker",
             daemon=True,  # a driver that exits normally takes its workers with it
         )
         process.start()
-        return _Worker(process, inbox)
+        sender.close()  # the worker holds the only write end: its death reads as EOF here
+        return _Worker(process, inbox, results)
 
-    workers = [start(slot) for slot in range(max(1, min(processes, len(items))))]
+    workers = [start() for _ in range(max(1, min(processes, len(items))))]
     crashes = 0  # in a row: reset by every row that comes back
-    looked = time.monotonic()
     try:
         while todo or suspects or any(worker.held for worker in workers):
             for worker in workers:
                 _feed(worker, todo, suspects)
-            try:
-                message = outbox.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                message = None
-            if message is not None:
-                row = _receive(workers, *message)
-                if row is not None:
-                    crashes = 0
-                    yield row
-            if message is not None and time.monotonic() - looked < POLL_SECONDS:
-                continue
-            looked = time.monotonic()
+            ready = wait([worker.results for worker in workers], timeout=POLL_SECONDS)
             for slot, worker in enumerate(workers):
-                if worker.process.is_alive():
+                if worker.results in ready:
+                    try:
+                        row = _receive(worker, *worker.results.recv())
+                    except (EOFError, OSError, pickle.UnpicklingError):
+                        pass  # the worker is gone; buried below
+                    else:
+                        if row is not None:
+                            crashes = 0
+                            yield row
+                        continue
+                elif worker.process.is_alive():
                     continue
-                yield from _bury(worker, suspects, outbox, workers)
+                yield from _last_words(worker)
+                yield from _bury(worker, suspects)
                 crashes += 1
                 if crashes >= CRASHES_IN_A_ROW:
                     raise WorkerCrashed(_crash_message(worker, crashes))
-                workers[slot] = start(slot)
+                workers[slot] = start()
     finally:
         _stop(workers)
 
 
-def _receive(workers: list[_Worker], slot: int, kind: str, payload: Any) -> dict | None:
+def _receive(worker: _Worker, kind: str, payload: Any) -> dict[str, Any] | None:
     """Handle one message from a worker; a finished item's row is returned."""
-    worker = workers[slot]
     if kind == "ready":
         worker.ready = True
     elif kind == "row":
@@ -144,11 +151,20 @@ def _settle(worker: _Worker, row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _bury(
-    worker: _Worker, suspects: deque[WorkItem], outbox: Any, workers: list[_Worker]
-) -> Iterator[dict[str, Any]]:
-    """A worker died: keep the rows already sent, then decide about what it still held."""
-    yield from _drain(outbox, workers)
+def _last_words(worker: _Worker) -> Iterator[dict[str, Any]]:
+    """Rows a dead worker sent that have not been read yet."""
+    try:
+        while worker.results.poll():
+            row = _receive(worker, *worker.results.recv())
+            if row is not None:
+                yield row
+    except (EOFError, OSError, pickle.UnpicklingError):
+        return
+
+
+def _bury(worker: _Worker, suspects: deque[WorkItem]) -> Iterator[dict[str, Any]]:
+    """A worker died (every message it sent has been read): decide about what it held."""
+    worker.process.join(timeout=10)  # for its exit code
     if not worker.ready:
         # Died while loading the model (an OOM kill, a crash in a native library).
         raise WorkerCrashed(_crash_message(worker, 1) + " while loading the model")
@@ -158,18 +174,6 @@ def _bury(
         suspects.extendleft(reversed(worker.held))
         worker.held.clear()
     worker.suspect = False
-
-
-def _drain(outbox: Any, workers: list[_Worker]) -> Iterator[dict[str, Any]]:
-    """Messages already sent by any worker (the dead one's last rows among them)."""
-    while True:
-        try:
-            message = outbox.get(timeout=0.05)
-        except queue.Empty:
-            return
-        row = _receive(workers, *message)
-        if row is not None:
-            yield row
 
 
 def _crashed_row(item: WorkItem, exitcode: int | None) -> dict[str, Any]:
@@ -218,8 +222,7 @@ def worker_main(
     make_runner: Callable[[], ImageRunner],
     options: ItemOptions,
     inbox: Any,
-    outbox: Any,
-    slot: int,
+    results: Connection,
     driver_pid: int,
 ) -> None:
     """Load the model, then run the pipeline over the items that arrive, row by row."""
@@ -230,11 +233,14 @@ def worker_main(
     try:
         runner = make_runner()
     except Exception as error:  # sent whole: the driver raises what `upres upscale` would
-        outbox.put((slot, "error", _portable(error)))
+        results.send(("error", _portable(error)))
         return
-    outbox.put((slot, "ready", None))
-    for row in pipeline(runner, _arrivals(inbox, orphaned), options):
-        outbox.put((slot, "row", row))
+    results.send(("ready", None))
+    try:
+        for row in pipeline(runner, _arrivals(inbox, orphaned), options):
+            results.send(("row", row))
+    except (BrokenPipeError, EOFError):  # the driver is gone: nobody to tell
+        return
 
 
 def _arrivals(inbox: Any, orphaned: threading.Event) -> Iterator[WorkItem]:
@@ -258,8 +264,6 @@ def _watch_driver(driver_pid: int, orphaned: threading.Event) -> None:
 
 def _portable(error: Exception) -> Exception:
     """The error itself when it survives pickling, else an UpresError with its message."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(error))
         return error
