@@ -73,11 +73,9 @@ def cli_env() -> dict[str, str]:
     return os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
 
 
-def test_driver_killed_with_sigkill_mid_batch_resumes_exactly_once(tmp_path: Path) -> None:
-    src, dst = tmp_path / "in", tmp_path / "out"
-    valid, corrupt = 400, 5
-    write_inputs(src, valid, corrupt)
-    BICUBIC()  # its one-tensor file, made once before the driver's clock matters
+def kill_driver_after(src: Path, dst: Path, rows: int) -> int:
+    """Run `upres batch` in its own process, SIGKILL it once the manifest has `rows` rows;
+    returns its exit status."""
     driver = subprocess.Popen(
         cli(str(src), str(dst), "--device", "cpu"),
         env=cli_env(),
@@ -85,11 +83,19 @@ def test_driver_killed_with_sigkill_mid_batch_resumes_exactly_once(tmp_path: Pat
         stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
-    while len(manifest_lines(dst)) < 100 and driver.poll() is None:
+    while len(manifest_lines(dst)) < rows and driver.poll() is None:
         assert time.monotonic() < deadline, "the driver made no progress"
         time.sleep(0.02)
     driver.send_signal(signal.SIGKILL)
-    assert driver.wait() == -signal.SIGKILL  # killed, not finished
+    return driver.wait()
+
+
+def test_driver_killed_with_sigkill_mid_batch_resumes_exactly_once(tmp_path: Path) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    valid, corrupt = 400, 5
+    write_inputs(src, valid, corrupt)
+    BICUBIC()  # its one-tensor file, made once before the driver's clock matters
+    assert kill_driver_after(src, dst, 100) == -signal.SIGKILL  # killed, not finished
     recorded = [line for line in manifest_lines(dst) if line.endswith("}")]
     assert 100 <= len(recorded) < valid + corrupt
 

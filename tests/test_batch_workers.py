@@ -20,8 +20,8 @@ from batch_support import CrashOnceSpec, CrashOnWidthSpec
 from test_batch_scale import (
     BICUBIC,
     assert_exactly_once,
-    cli,
     cli_env,
+    kill_driver_after,
     manifest_lines,
     write_inputs,
 )
@@ -120,18 +120,7 @@ def test_a_model_that_cannot_load_raises_the_same_error_as_in_process(tmp_path: 
 def test_a_worker_outlives_a_killed_driver_only_to_finish_its_item(tmp_path: Path) -> None:
     src, dst = tmp_path / "in", tmp_path / "out"
     write_inputs(src, 300, 0)
-    driver = subprocess.Popen(
-        cli(str(src), str(dst), "--device", "cpu"),
-        env=cli_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while len(manifest_lines(dst)) < 20 and driver.poll() is None:
-        assert time.monotonic() < deadline, "the driver made no progress"
-        time.sleep(0.02)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
+    assert kill_driver_after(src, dst, 20) == -signal.SIGKILL
     worker_pid = int(json.loads(manifest_lines(dst)[0])["worker"].rsplit(":", 1)[1])
     deadline = time.monotonic() + 20
     while _alive(worker_pid):

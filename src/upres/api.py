@@ -36,7 +36,7 @@ from upres.engine.forecast import (
 )
 from upres.engine.plan import (
     DEFAULT_OVERLAP,
-    DTYPES,
+    PRECISION_NAMES,
     Plan,
     make_plan,
     precision_reason,
@@ -69,7 +69,6 @@ if TYPE_CHECKING:
     from upres.faces.enhance import FaceOptions
 
 MAX_INPUT_ENV = "UPRES_MAX_INPUT_SIZE"
-PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
 @dataclass

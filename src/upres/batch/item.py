@@ -15,7 +15,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +45,6 @@ class WorkItem:
     destination: str  # full URL
     fingerprint: str  # "size:mtime"; a changed input is redone
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
 class ItemOptions:
@@ -63,6 +60,21 @@ class ItemOptions:
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def in_memory(item: WorkItem) -> bool:
+    """memory:// lives in one process: no worker process or Ray actor can see it."""
+    return any(url.startswith("memory://") for url in (item.source, item.destination))
+
+
+def base_row(item: WorkItem) -> dict[str, Any]:
+    """An item's manifest row before it runs (compact at 100k: SRC + input says the source)."""
+    return {
+        "input": item.key,
+        "output": item.destination,
+        "fingerprint": item.fingerprint,
+        "worker": worker_name(),
+    }
 
 
 @dataclass
@@ -90,10 +102,7 @@ def process_item(runner: ImageRunner, item: WorkItem, options: ItemOptions) -> d
 
 def read_stage(item: WorkItem, options: ItemOptions) -> InFlight:
     """Read and decode (the disk and the decoder; safe in a helper thread)."""
-    row: dict[str, Any] = {**item.to_dict(), "input": item.key, "worker": worker_name()}
-    del row["key"], row["source"]  # SRC + input says it; rows stay compact at 100k
-    row["output"] = row.pop("destination")
-    flight = InFlight(item, options, row, time.perf_counter())
+    flight = InFlight(item, options, base_row(item), time.perf_counter())
     suffix = posixpath.splitext(item.key)[1].lower()
 
     def read() -> None:

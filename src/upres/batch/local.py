@@ -16,7 +16,15 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
-from upres.batch.item import InFlight, ItemOptions, WorkItem, infer_stage, read_stage, write_stage
+from upres.batch.item import (
+    InFlight,
+    ItemOptions,
+    WorkItem,
+    in_memory,
+    infer_stage,
+    read_stage,
+    write_stage,
+)
 
 if TYPE_CHECKING:  # torch: not needed to list, plan or drive a batch
     from upres.api import ImageRunner
@@ -43,7 +51,7 @@ def run_local(
 
 
 def can_leave_this_process(item: WorkItem, make_runner: Callable[[], ImageRunner]) -> bool:
-    if any(url.startswith("memory://") for url in (item.source, item.destination)):
+    if in_memory(item):
         return False
     try:
         pickle.dumps(make_runner)

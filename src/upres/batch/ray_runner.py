@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from upres.batch.item import ItemOptions, WorkItem, process_item, worker_name
+from upres.batch.item import ItemOptions, WorkItem, in_memory, process_item, worker_name
 
 if TYPE_CHECKING:  # torch: not needed to list, plan or drive a batch
     from upres.api import ImageRunner
@@ -89,7 +89,7 @@ def run_ray(
     """Yield one manifest row per item as each chunk finishes (in no particular order)."""
     if not items:
         return
-    if any(url.startswith("memory://") for url in (items[0].source, items[0].destination)):
+    if in_memory(items[0]):
         raise ValueError("memory:// lives in one process; Ray workers cannot see it")
     import ray
 

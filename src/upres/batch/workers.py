@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
-from upres.batch.item import ItemOptions, WorkItem, worker_name
+from upres.batch.item import ItemOptions, WorkItem, base_row
 from upres.errors import UpresError
 
 if TYPE_CHECKING:
@@ -178,11 +178,7 @@ def _bury(worker: _Worker, suspects: deque[WorkItem]) -> Iterator[dict[str, Any]
 
 def _crashed_row(item: WorkItem, exitcode: int | None) -> dict[str, Any]:
     how = _exit_description(exitcode)
-    return {
-        "input": item.key,
-        "output": item.destination,
-        "fingerprint": item.fingerprint,
-        "worker": worker_name(),
+    return base_row(item) | {
         "kind": None,
         "status": "failed",
         "error": f"{item.key}: the worker process died on this input ({how})",

@@ -24,6 +24,7 @@ DTYPES: dict[str, torch.dtype] = {
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
+PRECISION_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 DEFAULT_OVERLAP = 32
 SMALLEST_TILE = 32  # OOM retries halve a tile down to this, then give up
@@ -206,7 +207,7 @@ def precision_reason(
     dtype: torch.dtype, device: torch.device, requested: str, autocast: bool
 ) -> str:
     """Why `choose_precision` gave `dtype`, in a few words for --dry-run and --json."""
-    name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
+    name = PRECISION_NAMES[dtype]
     if requested == "auto":
         requested = (setting("UPRES_PRECISION") or "auto").lower()
     if requested != "auto":
