@@ -25,29 +25,55 @@ from upres.engine.fast.swin import CachedBias, table_bias
 
 class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
     def forward(self, qkv, H, W, mask=None):
-        channels = qkv[0].shape[-1]
-        q, k, v = (self.im2win(t, H, W) for t in (qkv[0], qkv[1], qkv[2]))  # (B*nW, h, N, d)
-        n, heads = q.shape[2], self.num_heads
+        """The reference signature: (3, B, H*W, C) tokens -> (B, H, W, C)."""
+        return self.attend(qkv.reshape(3, qkv.shape[1], H, W, qkv.shape[-1]), mask)
+
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(3, B, H, W, C) q, k, v as images (any strides) -> (B, H, W, C) attended.
+
+        One copy cuts the windows and heads out of all three at once, and one puts them
+        back; the reference makes three copies of each of q, k and v and two on the way out.
+        """
+        _, batch, height, width, channels = qkv.shape
+        hs, ws, heads = self.H_sp, self.W_sp, self.num_heads
+        rows, cols, n = height // hs, width // ws, hs * ws
+        windows = qkv.reshape(3, batch, rows, hs, cols, ws, heads, channels // heads)
+        windows = windows.permute(0, 1, 2, 4, 6, 3, 5, 7)  # 3, B, rows, cols, heads, hs, ws, d
+        q, k, v = windows.reshape(3, batch, rows * cols, heads, n, channels // heads)
+        x = narrow_head_attention(q, k, v, self.window_bias(mask, n, q.dtype), self.scale)
+        x = x.view(batch, rows, cols, heads, hs, ws, -1).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(batch, height, width, channels)
+
+    def window_bias(
+        self, mask: torch.Tensor | None, n: int, dtype: torch.dtype
+    ) -> torch.Tensor | None:
+        """What is added to the scores: (1, 1, heads, N, N) when every window is alike (no
+        mask), (1, windows, heads, N, N) with a mask; kept between calls like the bias."""
         bias = None
         if self.position_bias:
             bias = self.cached_bias(
                 lambda: table_bias(self.pos(self.rpe_biases), self.relative_position_index, n),
                 *self.pos.parameters(),
-            ).to(q.dtype)
-        if mask is None:  # every window alike: all of them along dim 1, bias (1, 1, h, N, N)
-            combined = None if bias is None else bias[None, None]
-            windows = q.shape[0]
-        else:  # one mask per window position: (1, nW, h, N, N)
-            windows = mask.shape[0]
-            combined = mask.to(q.dtype).unsqueeze(1)
-            if bias is not None:
-                combined = combined + bias.unsqueeze(0)
-            combined = combined.unsqueeze(0)
-        q, k, v = (t.reshape(-1, windows, heads, n, t.shape[-1]) for t in (q, k, v))
-        x = narrow_head_attention(q, k, v, combined, self.scale)
-        x = x.reshape(-1, heads, n, x.shape[-1])
-        x = x.transpose(1, 2).reshape(-1, self.H_sp * self.W_sp, channels)
-        return dat.windows2img(x, self.H_sp, self.W_sp, H, W)
+            )
+        if mask is None:
+            return None if bias is None else bias.to(dtype)[None, None]
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return combine(mask, bias, dtype)
+        # Held by identity: the cache keeps its mask and bias alive, so neither can be freed
+        # and replaced by another tensor at the same address.
+        held = self.__dict__.get("_masked_bias")
+        if held is None or held[0] is not mask or held[1] is not bias or held[2] != dtype:
+            held = (mask, bias, dtype, combine(mask, bias, dtype))
+            self.__dict__["_masked_bias"] = held
+        return held[3]
+
+
+def combine(mask: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """(windows, N, N) mask + (heads, N, N) bias -> (1, windows, heads, N, N) in `dtype`."""
+    combined = mask.to(dtype).unsqueeze(1)
+    if bias is not None:
+        combined = combined + bias.to(dtype).unsqueeze(0)
+    return combined.unsqueeze(0)
 
 
 SCORES_BYTES = 16 * 2**20  # attention scores made at once: bounded, whatever the tile
@@ -65,7 +91,7 @@ def narrow_head_attention(
         part = slice(start, start + step)
         scores = torch.matmul(q[:, part] * scale, k[:, part].transpose(-2, -1))
         if bias is not None:
-            scores = scores + (bias if bias.shape[1] == 1 else bias[:, part])
+            scores += bias if bias.shape[1] == 1 else bias[:, part]
         result = torch.matmul(scores.softmax(-1), v[:, part])
         if out is None:
             if step >= windows:
@@ -97,17 +123,15 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
 
     def forward(self, x, H, W):
         B, L, C = x.shape
-        qkv = self.qkv(x).reshape(B, -1, 3, C).permute(2, 0, 1, 3)  # 3, B, HW, C
-        v = pixels(qkv[2], H, W)  # V without partition
+        qkv = self.qkv(x).reshape(B, H, W, 3, C).permute(3, 0, 1, 2, 4)  # 3, B, H, W, C: a view
+        v = qkv[2].permute(0, 3, 1, 2)  # V without partition, as a (B, C, H, W) view
         split = max(self.split_size[0], self.split_size[1])
         pad_r, pad_b = (split - W % split) % split, (split - H % split) % split
-        qkv = qkv.reshape(3 * B, H, W, C).permute(0, 3, 1, 2)  # 3B C H W
-        qkv = F.pad(qkv, (0, pad_r, 0, pad_b)).reshape(3, B, C, -1).transpose(-2, -1)
+        if pad_r or pad_b:
+            qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
         _H, _W = H + pad_b, W + pad_r
-        _L = _H * _W
         half = C // 2
         if self.shifted():
-            qkv = qkv.reshape(3, B, _H, _W, C)
             shift = (self.shift_size[0], self.shift_size[1])
             qkv_0 = torch.roll(qkv[..., :half], (-shift[0], -shift[1]), (2, 3))
             qkv_1 = torch.roll(qkv[..., half:], (-shift[1], -shift[0]), (2, 3))
@@ -115,21 +139,19 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
                 masks = self.calculate_mask(_H, _W, dtype=x.dtype)
             else:
                 masks = (self.attn_mask_0, self.attn_mask_1)
-            x1 = self.attns[0](qkv_0.reshape(3, B, _L, half), _H, _W, mask=masks[0])
-            x2 = self.attns[1](qkv_1.reshape(3, B, _L, half), _H, _W, mask=masks[1])
-            x1 = torch.roll(x1, shift, (1, 2))
-            x2 = torch.roll(x2, (shift[1], shift[0]), (1, 2))
+            x1 = torch.roll(self.attns[0].attend(qkv_0, masks[0]), shift, (1, 2))
+            x2 = torch.roll(self.attns[1].attend(qkv_1, masks[1]), (shift[1], shift[0]), (1, 2))
         else:
-            x1 = self.attns[0](qkv[..., :half], _H, _W)
-            x2 = self.attns[1](qkv[..., half:], _H, _W)
+            x1 = self.attns[0].attend(qkv[..., :half])
+            x2 = self.attns[1].attend(qkv[..., half:])
         attended = torch.cat([x1[:, :H, :W], x2[:, :H, :W]], dim=3).reshape(B, L, C)
 
         conv_x = self.dwconv(v)
         # Adaptive Interaction Module: a channel map from the convolution, a spatial map from
         # the attention, each gating the other branch.
-        channel_map = self.channel_interaction(conv_x).reshape(B, 1, C)
+        channel_map = squeeze_gate(self.channel_interaction, conv_x.mean((2, 3)))
         spatial_map = self.spatial_interaction(pixels(attended, H, W))
-        attended = attended * torch.sigmoid(channel_map)
+        attended = attended * torch.sigmoid(channel_map).unsqueeze(1)
         conv_x = torch.sigmoid(spatial_map) * conv_x
         return self.proj(attended + tokens(conv_x))
 
@@ -145,19 +167,31 @@ class DATAdaptiveChannelAttention(dat.Adaptive_Channel_Attention):
     def forward(self, x, H, W):
         B, N, C = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
-        q, k, v = qkv.permute(2, 0, 3, 4, 1)  # each (B, heads, d, N)
+        qkv = qkv.permute(2, 0, 3, 4, 1)  # 3, B, heads, d, N
+        v = qkv[2]
         v_image = v.reshape(B, C, N).view(B, C, H, W)  # the reference's own channel order
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
+        q, k = F.normalize(qkv[:2], dim=-1)  # both in one pass
         attn = (q @ k.transpose(-2, -1)) * self.temperature
         attended = (attn.softmax(dim=-1) @ v).permute(0, 3, 1, 2).reshape(B, N, C)
 
         conv_x = self.dwconv(v_image)
-        channel_map = self.channel_interaction(pixels(attended, H, W))
+        channel_map = squeeze_gate(self.channel_interaction, attended.mean(1))
         spatial_map = tokens(self.spatial_interaction(conv_x))  # (B, N, 1)
         attended = attended * torch.sigmoid(spatial_map)
-        conv_x = conv_x * torch.sigmoid(channel_map)
+        conv_x = conv_x * torch.sigmoid(channel_map)[..., None, None]
         return self.proj(attended + tokens(conv_x))
+
+
+def squeeze_gate(interaction: torch.nn.Sequential, pooled: torch.Tensor) -> torch.Tensor:
+    """The reference's channel interaction (pool, 1x1 conv, BatchNorm, GELU, 1x1 conv) on the
+    already pooled (B, C): as linears on a vector, not convolutions of a 1x1 image, each of
+    which costs a convolution's fixed overhead. Returns (B, C)."""
+    _, down, norm, act, up = interaction
+    x = F.linear(pooled, down.weight.flatten(1), down.bias)
+    x = F.batch_norm(
+        x, norm.running_mean, norm.running_var, norm.weight, norm.bias, False, 0.0, norm.eps
+    )
+    return F.linear(act(x), up.weight.flatten(1), up.bias)
 
 
 class DATSpatialGate(dat.SpatialGate):
