@@ -65,7 +65,13 @@ def tiny_networks() -> dict[str, torch.nn.Module]:
 
 @pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])
 @pytest.mark.parametrize("size", [(32, 32), (40, 56), (8, 24)])
-def test_fp32_fast_path_matches_the_reference(family: str, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize("kernel", ["slices", "sdpa"])
+def test_fp32_fast_path_matches_the_reference(
+    family: str, size: tuple[int, int], kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from upres.engine.fast import windows
+
+    monkeypatch.setattr(windows, "slices_are_faster", lambda q, k: kernel == "slices")
     reference = randomise_biases(tiny_networks()[family])
     fast = copy.deepcopy(reference)
     assert accelerate(fast) > 0
@@ -137,17 +143,21 @@ def test_a_bias_cached_under_bf16_does_not_leak_into_fp32(family: str) -> None:
         assert psnr(reference(image), after_bf16) >= 80
 
 
-def test_dat_attention_made_one_window_at_a_time_matches_the_reference(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])
+def test_attention_made_one_window_at_a_time_matches_the_reference(
+    family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from upres.engine.fast import dat as fast_dat
+    from upres.engine.fast import windows
 
-    monkeypatch.setattr(fast_dat, "SCORES_BYTES", 1)  # the smallest slice: one window
-    reference = randomise_biases(tiny_networks()["DAT"])
+    # The smallest slice (one window), so border masks fall in many slices, some in none.
+    monkeypatch.setattr(windows, "SCORES_BYTES", 1)
+    monkeypatch.setattr(windows, "slices_are_faster", lambda q, k: True)
+    reference = randomise_biases(tiny_networks()[family])
     fast = copy.deepcopy(reference)
     assert accelerate(fast) > 0
-    swapped = {type(module).__name__ for module in fast.modules()}
-    assert {"DATSpatialAttention", "DATSpatialGate", "DATAdaptiveChannelAttention"} <= swapped
+    if family == "DAT":
+        swapped = {type(module).__name__ for module in fast.modules()}
+        assert {"DATSpatialAttention", "DATSpatialGate", "DATAdaptiveChannelAttention"} <= swapped
     batch = torch.rand(2, 3, 40, 56)
     with torch.inference_mode():
         assert psnr(reference(batch), fast(batch)) >= 80

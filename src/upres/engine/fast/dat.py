@@ -3,8 +3,8 @@
 DAT's spatial attention computes its dynamic position bias (a small MLP) in every call and
 its shifted-window masks for every block and every input size; here both are built once.
 Its heads are narrow (DAT-light: 10 channels), where two matmuls and a softmax beat
-`scaled_dot_product_attention`'s CPU kernel (built for wide heads) by about 15%; the scores
-are made a slice of windows at a time, so memory stays bounded on any tile.
+`scaled_dot_product_attention`'s CPU kernel in fp32 and bf16 (`windows.attention_in_slices`:
+the scores are made a slice of windows at a time, so memory stays bounded on any tile).
 
 Tokens (B, H*W, C) are already pixels in channels-last order: the convolutions between the
 attention steps take them as channels-last views, where the reference makes a contiguous
@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from upres.engine.fast.swin import CachedBias, table_bias
+from upres.engine.fast.windows import attention_in_slices
 
 
 class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
@@ -40,7 +41,7 @@ class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
         windows = qkv.reshape(3, batch, rows, hs, cols, ws, heads, channels // heads)
         windows = windows.permute(0, 1, 2, 4, 6, 3, 5, 7)  # 3, B, rows, cols, heads, hs, ws, d
         q, k, v = windows.reshape(3, batch, rows * cols, heads, n, channels // heads)
-        x = narrow_head_attention(q, k, v, self.window_bias(mask, n, q.dtype), self.scale)
+        x = attention_in_slices(q, k, v, self.window_bias(mask, n, q.dtype), self.scale)
         x = x.view(batch, rows, cols, heads, hs, ws, -1).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(batch, height, width, channels)
 
@@ -74,32 +75,6 @@ def combine(mask: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -
     if bias is not None:
         combined = combined + bias.to(dtype).unsqueeze(0)
     return combined.unsqueeze(0)
-
-
-SCORES_BYTES = 16 * 2**20  # attention scores made at once: bounded, whatever the tile
-
-
-def narrow_head_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float
-) -> torch.Tensor:
-    """softmax(q k^T * scale + bias) v over (B, windows, heads, N, d), a slice of windows at a
-    time along dim 1 (`bias` broadcasts: (1, 1 or windows, heads, N, N))."""
-    batch, windows, heads, n, _ = q.shape
-    step = max(1, SCORES_BYTES // (batch * heads * n * n * 4))
-    out: torch.Tensor | None = None
-    for start in range(0, windows, step):
-        part = slice(start, start + step)
-        scores = torch.matmul(q[:, part] * scale, k[:, part].transpose(-2, -1))
-        if bias is not None:
-            scores += bias if bias.shape[1] == 1 else bias[:, part]
-        result = torch.matmul(scores.softmax(-1), v[:, part])
-        if out is None:
-            if step >= windows:
-                return result
-            out = result.new_empty((batch, windows, *result.shape[2:]))
-        out[:, part] = result
-    assert out is not None
-    return out
 
 
 def pixels(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
