@@ -116,11 +116,18 @@ class Swin2SRAttention(swin2sr.WindowAttention, CachedBias):
         qkv_bias = None
         if self.q_bias is not None:
             qkv_bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = split_heads(F.linear(x, self.qkv.weight, qkv_bias), self.num_heads)
+        qkv = F.linear(x, self.qkv.weight, qkv_bias)
+        b, n, _ = qkv.shape
+        qkv = qkv.view(b, n, 3, self.num_heads, -1)
         logit_scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()
-        # Cosine attention with a per-head temperature, folded into q so SDPA can run it.
-        q = (F.normalize(q, dim=-1) * logit_scale).to(k.dtype)
-        k = F.normalize(k, dim=-1)
+        # Cosine attention with a per-head temperature: q and k normalised together in fp32
+        # (bf16 norms, and bf16 times fp32, take slow kernels on a CPU), the temperature
+        # folded into q's factor so that the attention kernel sees a plain q k^T.
+        qk = qkv[:, :, :2].float()
+        factor = qk.square().sum(-1, keepdim=True).clamp_min(1e-24).rsqrt()
+        factor[:, :, 0] *= logit_scale.view(-1, 1)
+        q, k = (qk * factor).to(qkv.dtype).permute(2, 0, 3, 1, 4)
+        v = qkv[:, :, 2].transpose(1, 2)
         bias = self.cached_bias(self.position_bias, *self.cpb_mlp.parameters())
         return self.proj(join_heads(attend(q, k, v, bias, mask, 1.0)))
 
