@@ -18,6 +18,7 @@ import torch
 
 import upres
 from conftest import descriptor_of, tiny_compact
+from test_engine_fast import Recorder, psnr, random_image
 from test_fast import psnr as tensor_psnr
 from test_fast import randomise_biases, tiny_networks
 from upres.engine.fast import FastModule, accelerate
@@ -30,27 +31,6 @@ pytestmark = [
 ]
 
 CUDA = torch.device("cuda")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
-
-
-def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((height, width, 3), dtype=np.float32)
-
-
-class Recorder(torch.nn.Module):
-    """Wraps a real network and records the shape of every batch it is given."""
-
-    def __init__(self, network: torch.nn.Module) -> None:
-        super().__init__()
-        self.network, self.shapes = network, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.shapes.append(tuple(x.shape))
-        return self.network(x)
 
 
 @pytest.fixture(autouse=True)
