@@ -64,7 +64,7 @@ def tiny_networks() -> dict[str, torch.nn.Module]:
 
 
 @pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])
-@pytest.mark.parametrize("size", [(32, 32), (40, 56), (8, 24)])
+@pytest.mark.parametrize("size", [(32, 32), (40, 56), (8, 24), (37, 50)])
 @pytest.mark.parametrize("kernel", ["slices", "sdpa"])
 def test_fp32_fast_path_matches_the_reference(
     family: str, size: tuple[int, int], kernel: str, monkeypatch: pytest.MonkeyPatch

@@ -2,9 +2,9 @@
 
 DAT's spatial attention computes its dynamic position bias (a small MLP) in every call and
 its shifted-window masks for every block and every input size; here both are built once.
-Its heads are narrow (DAT-light: 10 channels), where two matmuls and a softmax beat
-`scaled_dot_product_attention`'s CPU kernel in fp32 and bf16 (`windows.attention_in_slices`:
-the scores are made a slice of windows at a time, so memory stays bounded on any tile).
+Its attention runs through `windows.window_attention`, as the Swin family's does: on a CPU
+two matmuls and a softmax in bounded slices of windows (its 10-wide heads are where SDPA's
+CPU kernel is slowest), SDPA on a GPU; after a shift only the border windows get a mask.
 
 Tokens (B, H*W, C) are already pixels in channels-last order: the convolutions between the
 attention steps take them as channels-last views, where the reference makes a contiguous
@@ -21,16 +21,18 @@ import torch
 import torch.nn.functional as F
 
 from upres.engine.fast.swin import CachedBias, table_bias
-from upres.engine.fast.windows import attention_in_slices
+from upres.engine.fast.windows import Border, window_attention
 
 
 class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
     def forward(self, qkv, H, W, mask=None):
         """The reference signature: (3, B, H*W, C) tokens -> (B, H, W, C)."""
-        return self.attend(qkv.reshape(3, qkv.shape[1], H, W, qkv.shape[-1]), mask)
+        border = None if mask is None else masked_windows(mask, qkv.dtype, qkv.device)
+        return self.attend(qkv.reshape(3, qkv.shape[1], H, W, qkv.shape[-1]), border)
 
-    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(3, B, H, W, C) q, k, v as images (any strides) -> (B, H, W, C) attended.
+    def attend(self, qkv: torch.Tensor, border: Border | None = None) -> torch.Tensor:
+        """(3, B, H, W, C) q, k, v as images (any strides) -> (B, H, W, C) attended;
+        `border`: the masked windows of a shifted block and their masks.
 
         One copy cuts the windows and heads out of all three at once, and one puts them
         back; the reference makes three copies of each of q, k and v and two on the way out.
@@ -41,40 +43,19 @@ class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
         windows = qkv.reshape(3, batch, rows, hs, cols, ws, heads, channels // heads)
         windows = windows.permute(0, 1, 2, 4, 6, 3, 5, 7)  # 3, B, rows, cols, heads, hs, ws, d
         q, k, v = windows.reshape(3, batch, rows * cols, heads, n, channels // heads)
-        x = attention_in_slices(q, k, v, self.window_bias(mask, n, q.dtype), self.scale)
+        x = window_attention(q, k, v, self.position_bias_for(n, q.dtype), self.scale, border)
         x = x.view(batch, rows, cols, heads, hs, ws, -1).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(batch, height, width, channels)
 
-    def window_bias(
-        self, mask: torch.Tensor | None, n: int, dtype: torch.dtype
-    ) -> torch.Tensor | None:
-        """What is added to the scores: (1, 1, heads, N, N) when every window is alike (no
-        mask), (1, windows, heads, N, N) with a mask; kept between calls like the bias."""
-        bias = None
-        if self.position_bias:
-            bias = self.cached_bias(
-                lambda: table_bias(self.pos(self.rpe_biases), self.relative_position_index, n),
-                *self.pos.parameters(),
-            )
-        if mask is None:
-            return None if bias is None else bias.to(dtype)[None, None]
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            return combine(mask, bias, dtype)
-        # Held by identity: the cache keeps its mask and bias alive, so neither can be freed
-        # and replaced by another tensor at the same address.
-        held = self.__dict__.get("_masked_bias")
-        if held is None or held[0] is not mask or held[1] is not bias or held[2] != dtype:
-            held = (mask, bias, dtype, combine(mask, bias, dtype))
-            self.__dict__["_masked_bias"] = held
-        return held[3]
-
-
-def combine(mask: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """(windows, N, N) mask + (heads, N, N) bias -> (1, windows, heads, N, N) in `dtype`."""
-    combined = mask.to(dtype).unsqueeze(1)
-    if bias is not None:
-        combined = combined + bias.to(dtype).unsqueeze(0)
-    return combined.unsqueeze(0)
+    def position_bias_for(self, n: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """The dynamic position bias (heads, N, N), made by its MLP once per weights."""
+        if not self.position_bias:
+            return None
+        bias = self.cached_bias(
+            lambda: table_bias(self.pos(self.rpe_biases), self.relative_position_index, n),
+            *self.pos.parameters(),
+        )
+        return bias.to(dtype)
 
 
 def pixels(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -90,11 +71,13 @@ def tokens(image: torch.Tensor) -> torch.Tensor:
 
 
 class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
-    def calculate_mask(self, H, W, dtype=None):
-        # Every shifted block of a network asks for the same masks: build them once, on the
-        # module's device, so the caller's `.to(device)` is free too.
+    def border_masks(self, height: int, width: int, dtype: torch.dtype) -> tuple[Border, Border]:
+        """The two branches' masked windows: the same for every shifted block of a network,
+        so made once per size (the reference adds a full per-window mask to every window)."""
+        split = (int(self.split_size[0]), int(self.split_size[1]))
+        shift = (int(self.shift_size[0]), int(self.shift_size[1]))
         device = next(self.parameters()).device
-        return shifted_masks(self, H, W, dtype, device)
+        return _border_masks(split, shift, height, width, dtype, device)
 
     def forward(self, x, H, W):
         B, L, C = x.shape
@@ -110,10 +93,8 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
             shift = (self.shift_size[0], self.shift_size[1])
             qkv_0 = torch.roll(qkv[..., :half], (-shift[0], -shift[1]), (2, 3))
             qkv_1 = torch.roll(qkv[..., half:], (-shift[1], -shift[0]), (2, 3))
-            if self.patches_resolution != _H or self.patches_resolution != _W:
-                masks = self.calculate_mask(_H, _W, dtype=x.dtype)
-            else:
-                masks = (self.attn_mask_0, self.attn_mask_1)
+            # Made from the size (at the network's own size, equal to its mask buffers).
+            masks = self.border_masks(_H, _W, qkv.dtype)
             x1 = torch.roll(self.attns[0].attend(qkv_0, masks[0]), shift, (1, 2))
             x2 = torch.roll(self.attns[1].attend(qkv_1, masks[1]), (shift[1], shift[0]), (1, 2))
         else:
@@ -176,24 +157,25 @@ class DATSpatialGate(dat.SpatialGate):
 
 
 @lru_cache(maxsize=8)
-def _masks(
+def _border_masks(
     split: tuple[int, int],
     shift: tuple[int, int],
     height: int,
     width: int,
-    dtype: torch.dtype | None,
+    dtype: torch.dtype,
     device: torch.device,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[Border, Border]:
     # The reference method reads only these two attributes of its module.
     probe = SimpleNamespace(split_size=list(split), shift_size=list(shift))
-    masks = dat.Adaptive_Spatial_Attention.calculate_mask(probe, height, width, dtype)
-    return masks[0].to(device), masks[1].to(device)
+    full = dat.Adaptive_Spatial_Attention.calculate_mask(probe, height, width)
+    return masked_windows(full[0], dtype, device), masked_windows(full[1], dtype, device)
 
 
-def shifted_masks(module, height: int, width: int, dtype, device: torch.device):
-    split = (int(module.split_size[0]), int(module.split_size[1]))
-    shift = (int(module.shift_size[0]), int(module.shift_size[1]))
-    return _masks(split, shift, height, width, dtype, device)
+def masked_windows(mask: torch.Tensor, dtype: torch.dtype, device: torch.device) -> Border:
+    """A (windows, N, N) mask as the windows it masks and their rows: after a shift only the
+    last row and column of windows wrap around, so the rest is zeros."""
+    index = mask.flatten(1).any(1).nonzero().flatten().tolist()
+    return index, mask[index].to(device=device, dtype=dtype)
 
 
 FAST_CLASSES: dict[type, type] = {

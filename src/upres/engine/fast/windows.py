@@ -9,8 +9,9 @@ small cached mask. Same maths, far less memory traffic.
 
 On a CPU, two matmuls and a softmax in bounded slices of windows beat
 `scaled_dot_product_attention`'s kernel (built for long sequences of wide heads) for these
-short windows: 1.5-2x in bf16 at every window size, 1.3x in fp32 for 64-token windows
-(`benchmarks/RESULTS.md`). SDPA stays for larger fp32 windows and on GPUs.
+short windows: 1.5-2x in bf16 at every window size; in fp32, 1.3x for 64-token windows and
+1.6x for DAT-light's 10-wide heads (`benchmarks/RESULTS.md`). SDPA stays for larger fp32
+windows of wide heads, and on GPUs.
 """
 
 from __future__ import annotations
@@ -82,10 +83,14 @@ def border_mask(
 
 SCORES_BYTES = 16 * 2**20  # attention scores made at once: bounded, whatever the tile
 
+# Window indices, and their (len(indices), N, Nk) additive masks: the only masked windows.
+Border = tuple[list[int], torch.Tensor]
+
 
 def slices_are_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether `attention_in_slices` beats SDPA here (measured, see the module docstring)."""
-    return q.device.type == "cpu" and (q.dtype == torch.bfloat16 or k.shape[-2] <= 64)
+    short_or_narrow = k.shape[-2] <= 64 or q.shape[-1] <= 16
+    return q.device.type == "cpu" and (q.dtype == torch.bfloat16 or short_or_narrow)
 
 
 def attention_in_slices(
@@ -94,11 +99,11 @@ def attention_in_slices(
     v: torch.Tensor,
     bias: torch.Tensor | None,
     scale: float,
-    border: tuple[list[int], torch.Tensor] | None = None,
+    border: Border | None = None,
 ) -> torch.Tensor:
     """softmax(q k^T * scale + bias) v over (B, windows, heads, N, d), a slice of windows at a
-    time along dim 1. `bias` broadcasts: (1, 1 or windows, heads, N, Nk). `border` (window
-    indices, (len(indices), N, Nk) mask) adds a mask to those windows only."""
+    time along dim 1; `bias` (heads, N, Nk) serves every window, `border` adds a mask to the
+    windows it names only."""
     batch, windows, heads, n, _ = q.shape
     step = max(1, SCORES_BYTES // (batch * heads * n * k.shape[-2] * 4))
     out: torch.Tensor | None = None
@@ -106,7 +111,7 @@ def attention_in_slices(
         part = slice(start, start + step)
         scores = torch.matmul(q[:, part] * scale, k[:, part].transpose(-2, -1))
         if bias is not None:
-            scores += bias if bias.shape[1] == 1 else bias[:, part]
+            scores += bias
         if border is not None:
             add_border_mask(scores, start, *border)
         result = torch.matmul(scores.softmax(-1), v[:, part])
@@ -121,11 +126,11 @@ def attention_in_slices(
 
 def add_border_mask(scores: torch.Tensor, start: int, index: list[int], mask: torch.Tensor) -> None:
     """Add `mask` rows to the windows of `index` that fall in this slice of `scores`
-    ((B, windows in the slice, heads, N, Nk), the slice starting at window `start`)."""
-    chosen = [(i - start, row) for row, i in enumerate(index) if 0 <= i - start < scores.shape[1]]
-    if chosen:
-        local, rows = (list(t) for t in zip(*chosen, strict=True))
-        scores[:, local] += mask[rows].unsqueeze(1)
+    ((B, windows in the slice, heads, N, Nk), the slice starting at window `start`): in
+    place, a window at a time (a gather and scatter of them all costs two more passes)."""
+    for row, window in enumerate(index):
+        if 0 <= window - start < scores.shape[1]:
+            scores[:, window - start] += mask[row]
 
 
 def attend(
@@ -136,41 +141,68 @@ def attend(
     layout: WindowLayout | None,
     scale: float | None,
 ) -> torch.Tensor:
-    """Window attention: q, k, v (B * windows, heads, N, d); bias (heads, N, Nk).
+    """Swin window attention: q, k, v (B * windows, heads, N, d); bias (heads, N, Nk).
 
     `layout` is given for shifted blocks (it locates the border windows); None means no mask.
     """
-    bias = bias.to(q.dtype)
-    shifted = layout is not None and layout.shift != 0
     heads, n, d = q.shape[1:]
-    if slices_are_faster(q, k):
-        batch = layout.batch if layout is not None else 1
-        border = None
-        if layout is not None and shifted:
-            mask = border_mask(
-                layout.window, layout.shift, layout.rows, layout.cols, q.device, q.dtype
-            )
-            border = (border_windows(layout.rows, layout.cols), mask)
-        q, k, v = (t.reshape(batch, -1, *t.shape[1:]) for t in (q, k, v))
-        scale = d**-0.5 if scale is None else scale
-        return attention_in_slices(q, k, v, bias[None, None], scale, border).view(-1, heads, n, d)
-    # A 4-D mask: with a 3-D one the CPU backend falls back to its slow "math" kernel.
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0), scale=scale)
-    if layout is None or not shifted:
-        return out
-    index = border_windows(layout.rows, layout.cols)
-    mask = border_mask(layout.window, layout.shift, layout.rows, layout.cols, q.device, q.dtype)
-    # Border windows of every batch item, with heads folded next to windows so that one
-    # (1, windows * heads, N, N) mask broadcasts over the batch.
-    combined = (bias.unsqueeze(0) + mask.unsqueeze(1)).reshape(1, len(index) * heads, n, n)
+    border = None
+    if layout is not None and layout.shift != 0:
+        mask = border_mask(layout.window, layout.shift, layout.rows, layout.cols, q.device, q.dtype)
+        border = (border_windows(layout.rows, layout.cols), mask)
+    batch = layout.batch if layout is not None else 1
+    q, k, v = (t.reshape(batch, -1, *t.shape[1:]) for t in (q, k, v))
+    scale = d**-0.5 if scale is None else scale
+    return window_attention(q, k, v, bias.to(q.dtype), scale, border).view(-1, heads, n, d)
 
-    def border(t: torch.Tensor) -> torch.Tensor:
-        t = t.view(layout.batch, layout.count, heads, n, -1)[:, index]
-        return t.reshape(layout.batch, len(index) * heads, n, -1)
+
+def window_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+    border: Border | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale + bias [+ mask on the border windows]) v, for q, k, v of shape
+    (B, windows, heads, N, d) and a bias (heads, N, Nk) shared by every window, through the
+    kernel that is faster on this device (module docstring)."""
+    if slices_are_faster(q, k):
+        return attention_in_slices(q, k, v, bias, scale, border)
+    return sdpa_with_border(q, k, v, bias, scale, border)
+
+
+def sdpa_with_border(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    scale: float,
+    border: Border | None,
+) -> torch.Tensor:
+    """Every window through SDPA with the bias alone, then the border windows again with
+    their mask added (of every batch item, heads folded next to windows so that one
+    (1, windows * heads, N, Nk) mask broadcasts over the batch)."""
+    batch, windows, heads, n, d = q.shape
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        return t.reshape(-1, heads, t.shape[-2], t.shape[-1])
+
+    # A 4-D mask: with a 3-D one the CPU backend falls back to its slow "math" kernel.
+    mask = None if bias is None else bias.unsqueeze(0)
+    out = F.scaled_dot_product_attention(flat(q), flat(k), flat(v), attn_mask=mask, scale=scale)
+    out = out.view(batch, windows, heads, n, d)
+    if border is None or not border[0]:
+        return out
+    index, border_masks = border
+    combined = border_masks.unsqueeze(1) if bias is None else bias + border_masks.unsqueeze(1)
+    combined = combined.reshape(1, len(index) * heads, n, -1)
+
+    def pick(t: torch.Tensor) -> torch.Tensor:
+        return t[:, index].reshape(batch, len(index) * heads, t.shape[-2], t.shape[-1])
 
     redone = F.scaled_dot_product_attention(
-        border(q), border(k), border(v), attn_mask=combined, scale=scale
+        pick(q), pick(k), pick(v), attn_mask=combined, scale=scale
     )
-    out = out.view(layout.batch, layout.count, heads, n, d)
-    out[:, index] = redone.view(layout.batch, len(index), heads, n, d)
-    return out.view(-1, heads, n, d)
+    out[:, index] = redone.view(batch, len(index), heads, n, d)
+    return out
