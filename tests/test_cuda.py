@@ -44,17 +44,27 @@ def exact_fp32() -> Iterator[None]:
 
 @pytest.fixture
 def memory_cap() -> Iterator:
-    """Caps this process's CUDA memory at `extra` bytes above what it holds now."""
+    """Caps this process's CUDA memory at `extra` bytes above what its allocator holds now
+    (the cap applies to reserved memory, which the caching allocator takes in segments)."""
 
     def cap(extra: int) -> None:
         torch.cuda.empty_cache()
         total = torch.cuda.get_device_properties(CUDA).total_memory
-        allowed = torch.cuda.memory_allocated(CUDA) + extra
+        allowed = torch.cuda.memory_reserved(CUDA) + extra
         torch.cuda.set_per_process_memory_fraction(min(1.0, allowed / total), CUDA)
 
     yield cap
     torch.cuda.set_per_process_memory_fraction(1.0, CUDA)
     torch.cuda.empty_cache()
+
+
+def reserved_by(run) -> int:
+    """Reserved memory that `run()` needs beyond what the allocator holds before it."""
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(CUDA)
+    before = torch.cuda.memory_reserved(CUDA)
+    run()
+    return torch.cuda.max_memory_reserved(CUDA) - before
 
 
 def cuda_run(descriptor, pixels, plan, dtype=torch.float32):
@@ -93,10 +103,9 @@ def test_out_of_memory_halves_the_batch(compact, memory_cap):
     plan = make_plan(compact, CUDA, tile=128, overlap=16, precision="fp32")
     plan = dataclasses.replace(plan, batch=16)
     # What one 128-px tile needs, measured; then room for about two of them.
-    torch.cuda.reset_peak_memory_stats(CUDA)
-    before = torch.cuda.memory_allocated(CUDA)
-    cuda_run(compact, image[:, :128], dataclasses.replace(plan, batch=1))
-    one_tile = torch.cuda.max_memory_allocated(CUDA) - before
+    one_tile = reserved_by(
+        lambda: cuda_run(compact, image[:, :128], dataclasses.replace(plan, batch=1))
+    )
     memory_cap(2 * one_tile + 8 * 2**20)
     output, runner, recorder = cuda_run(compact, image, plan)
     assert max(shape[0] for shape in recorder.shapes) > 4  # tried big batches first
@@ -108,11 +117,10 @@ def test_out_of_memory_halves_the_batch(compact, memory_cap):
 def test_out_of_memory_on_one_tile_halves_the_tile(compact, memory_cap):
     image = random_image(512, 512)
     plan = make_plan(compact, CUDA, tile=512, overlap=16, precision="fp32")
-    torch.cuda.reset_peak_memory_stats(CUDA)
-    before = torch.cuda.memory_allocated(CUDA)
-    cuda_run(compact, image[:96, :96], dataclasses.replace(plan, tile=64))
-    small_tile = torch.cuda.max_memory_allocated(CUDA) - before
-    memory_cap(4 * small_tile + 16 * 2**20)  # a 512-px crop needs ~30x a 96-px one
+    small_tile = reserved_by(
+        lambda: cuda_run(compact, image[:96, :96], dataclasses.replace(plan, tile=64))
+    )
+    memory_cap(2 * small_tile + 8 * 2**20)  # a 512-px crop's activations are ~30x larger
     output, runner, recorder = cuda_run(compact, image, plan)
     assert recorder.shapes[0][-2:] == (512, 512) and runner.retries >= 1
     assert all(shape[-1] < 512 for shape in recorder.shapes[1:])
@@ -167,6 +175,7 @@ def test_compile_keeps_one_graph_for_every_crop_and_image(compact_checkpoint):
     first = random_image(150, 211, seed=1)  # edge tiles narrower than the middle ones
     assert psnr(compiled(first), eager(first)) >= 60
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    assert graphs >= 1, "nothing was compiled"
     second = random_image(97, 300, seed=2)  # another image size: the same crop shape
     assert psnr(compiled(second), eager(second)) >= 60
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
@@ -184,9 +193,9 @@ def test_tiled_equals_whole_on_the_gpu(compact_checkpoint):
 def test_fast_path_agrees_with_the_reference_on_the_gpu(family, dtype):
     reference = randomise_biases(tiny_networks()[family]).to(CUDA)
     fast = FastModule(copy.deepcopy(reference), dtype, channels_last=True)
-    accelerate(fast)
+    assert accelerate(fast) > 0
     torch.manual_seed(2)
-    batch = torch.rand(2, 3, 40, 56, device=CUDA)
+    batch = torch.rand(2, 3, 37, 50, device=CUDA)  # padded to whole windows inside
     with torch.inference_mode():
         expected = reference(batch).float().cpu()
         got = fast(batch).float().cpu()

@@ -131,6 +131,16 @@ def test_fixed_shape_feeds_one_input_shape(model_name, request):
     assert len({shape[-2:] for shape in free_calls.shapes}) > 1  # the test can tell
 
 
+def test_fixed_shape_feeds_one_batch_size_too(compact):
+    # Rows of 5 tiles in batches of 4: the row's last group is filled up, not a new shape.
+    image = random_image(*BATCH_IMAGE, seed=4)
+    fixed, runner, calls = run(compact, image, tile=32, overlap=16, fixed_shape=True, batch=4)
+    assert set(calls.shapes) == {(4, 3, *runner.plan.crop_shape)}
+    free, _, free_calls = run(compact, image, tile=32, overlap=16, batch=4)
+    assert len({shape[0] for shape in free_calls.shapes}) > 1  # the test can tell
+    assert np.abs(fixed - free).max() < 1e-5
+
+
 def test_fixed_shape_cnn_output_equals_free_shape_output(compact):
     # Border crops are widened inward to the full shape, never padded past the image.
     image = random_image(*BATCH_IMAGE, seed=5)

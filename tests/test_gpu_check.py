@@ -3,10 +3,13 @@ does not fail on a typo (benchmarks/gpu/check.py)."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from safetensors.torch import load
 
 from conftest import DATASETS, PROJECT_ROOT
 
@@ -36,6 +39,10 @@ def test_the_gpu_check_runs_every_part_on_a_cpu(tmp_path: Path) -> None:
     }
     assert summary["video"]["fps_end_to_end"] > 0 and summary["video"]["frames"] == 6
     assert summary["train"]["set5"]["mean"]["psnr_y"] > 0
+    assert summary["train"]["last.safetensors"] == ["last.safetensors.gz.00"]
+    parts = sorted((out / "train").glob("last.safetensors.gz.*"))
+    checkpoint = load(gzip.decompress(b"".join(part.read_bytes() for part in parts)))
+    assert checkpoint  # whole again: `load` raises on a cut or damaged file
     # What the device tool brings back: at most 8 files, at most two folders down.
     files = [path for path in out.rglob("*") if path.is_file()]
     assert len(files) <= 8

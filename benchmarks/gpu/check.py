@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import os
 import re
@@ -100,13 +101,12 @@ def run_child(command: list[str], log: Path, device: str) -> dict:
         sink.write(f"$ {' '.join(command)}\n")
         sink.flush()
         child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=sink, text=True, cwd=ROOT)
-        watched = psutil.Process(child.pid)
         output: list[str] = []
         reader = threading.Thread(target=lambda: output.append(child.stdout.read()), daemon=True)
         reader.start()
         while child.poll() is None:
-            with contextlib.suppress(psutil.Error):
-                peak_rss = max(peak_rss, watched.memory_info().rss)
+            with contextlib.suppress(psutil.Error):  # it may end between poll and read
+                peak_rss = max(peak_rss, psutil.Process(child.pid).memory_info().rss)
             time.sleep(0.05)
         reader.join()
         sink.write(output[0] if output else "")
@@ -199,7 +199,7 @@ def part_photo(args: argparse.Namespace, out: Path, work: Path, images: list) ->
         command = upres("upscale", str(photo), "-m", name, "-o", str(target), "--json")
         result = run_child([*command, "--device", args.device], out / "check.log", args.device)
         report = json.loads(result.pop("stdout") or "null")
-        row = (report or {}).get("images", [{}])[0]
+        row = ((report or {}).get("images") or [{}])[0]
         result |= {
             "status": row.get("status"),
             "upres_seconds": row.get("seconds"),
@@ -221,6 +221,8 @@ def stage_times(photo: Path, target: Path, name: str, device: str) -> dict:
 
     upscaler = upres.load(name, device=device)
     synchronize = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    upscaler.upscale_image(read_image(photo))  # warm-up: kernels chosen, memory cached
+    synchronize()
     started = time.perf_counter()
     image = read_image(photo)
     decoded = time.perf_counter()
@@ -230,6 +232,9 @@ def stage_times(photo: Path, target: Path, name: str, device: str) -> dict:
     write_image(result, target.with_suffix(".stage.png"))
     encoded = time.perf_counter()
     target.with_suffix(".stage.png").unlink(missing_ok=True)
+    del upscaler  # the next part plans from free GPU memory: give this model's back
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
     return {
         "decode": round(decoded - started, 3),
         "model": round(inferred - decoded, 3),
@@ -245,13 +250,17 @@ def part_video(args: argparse.Namespace, out: Path, work: Path, images: list) ->
     command = upres("upscale", str(clip), "-m", VIDEO_MODEL, "-o", str(target), "--json")
     result = run_child([*command, "--device", args.device], out / "check.log", args.device)
     report = json.loads(result.pop("stdout") or "null")
-    row = (report or {}).get("images", [{}])[0]
+    row = ((report or {}).get("images") or [{}])[0]
+    seconds = row.get("seconds")
     result |= {
         "status": row.get("status"),
         "frames": frames,
         "input_size": [width, height],
         "output_size": row.get("output_size"),
+        # The whole command (process start and model load included), and upres's own time
+        # for the clip (decode, inference and encode).
         "fps_end_to_end": round(frames / result["wall_s"], 2),
+        "fps_in_upres": round(frames / seconds, 2) if seconds else None,
     }
     target.unlink(missing_ok=True)
     return {"ok": result["status"] == "done", **result}
@@ -285,18 +294,34 @@ def part_train(args: argparse.Namespace, out: Path, work: Path) -> dict:
     result["log_tail"] = result.pop("stdout").strip().splitlines()[-3:]
     kept = out / "train"
     kept.mkdir(exist_ok=True)
-    for name in ("last.safetensors", "model.safetensors", "log.csv"):
+    if (work / "train" / "log.csv").is_file():
+        shutil.copy2(work / "train" / "log.csv", kept / "log.csv")
+    for name in ("last.safetensors", "model.safetensors"):
         if (work / "train" / name).is_file():
-            shutil.copy2(work / "train" / name, kept / name)
-    if (kept / "model.safetensors").is_file():
+            result[name] = bring_back(work / "train" / name, kept)
+    if (work / "train" / "model.safetensors").is_file():
         scale = tomllib.loads(args.train_config.read_text())["data"]["scale"]
-        model = str(kept / "model.safetensors")
+        model = str(work / "train" / "model.safetensors")
         command = upres("eval", "-m", model, "--dataset", "Set5", "--scale", str(scale))
         scored = run_child(
             [*command, "--json", "--device", args.device], out / "check.log", args.device
         )
         result["set5"] = json.loads(scored.pop("stdout") or "null")
     return {"ok": result["exit_code"] == 0 and bool(result.get("set5")), **result}
+
+
+PART_BYTES = 15 * 2**20  # the device tool brings back files of at most 16 MiB
+
+
+def bring_back(path: Path, folder: Path) -> list[str]:
+    """`path` gzipped into `folder`, in parts of at most 15 MiB (`cat NAME.gz.* | gunzip`)."""
+    packed = gzip.compress(path.read_bytes(), compresslevel=6)
+    names = []
+    for index, start in enumerate(range(0, len(packed), PART_BYTES)):
+        name = f"{path.name}.gz.{index:02d}"
+        (folder / name).write_bytes(packed[start : start + PART_BYTES])
+        names.append(name)
+    return names
 
 
 # -- the run -------------------------------------------------------------------------------

@@ -237,6 +237,10 @@ class TileRunner:
             )
             for crop in crops
         ]
+        if self.plan.fixed_shape and top_level:
+            # A compiled graph is fixed in its batch size too: a short group (the end of a
+            # row) is filled up with copies of its last crop, whose outputs are dropped.
+            tensors += [tensors[-1]] * (self.batch - len(tensors))
         batch = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
         if self.plan.device.type == "cuda":
             batch = batch.pin_memory()  # lets the copy below run asynchronously
