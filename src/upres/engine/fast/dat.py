@@ -141,7 +141,8 @@ class DATAdaptiveChannelAttention(dat.Adaptive_Channel_Attention):
 def squeeze_gate(interaction: torch.nn.Sequential, pooled: torch.Tensor) -> torch.Tensor:
     """The reference's channel interaction (pool, 1x1 conv, BatchNorm, GELU, 1x1 conv) on the
     already pooled (B, C): as linears on a vector, not convolutions of a 1x1 image, each of
-    which costs a convolution's fixed overhead. Returns (B, C)."""
+    which costs a convolution's fixed overhead. BatchNorm with its running statistics, as in
+    inference (what these classes are for). Returns (B, C)."""
     _, down, norm, act, up = interaction
     x = F.linear(pooled, down.weight.flatten(1), down.bias)
     x = F.batch_norm(
