@@ -92,6 +92,29 @@ def test_checkpoint_holds_model_ema_optimizer_and_step(smoke_run):
         assert json.loads(handle.metadata()[META_KEY])["step"] == 40
 
 
+def test_checkpoint_leaves_out_only_the_buffers_every_build_makes_alike(smoke_run):
+    out, _ = smoke_run
+    state = load_checkpoint(out / "last.safetensors")
+    model = build_model(config_from_dict(tiny_config(out)).model, 2)
+    rebuilt = {name for name, _ in model.named_buffers()}
+    assert rebuilt, "SwinIR has index-table buffers"
+    assert state.model.keys() == model.state_dict().keys() - rebuilt
+    assert {name for name, _ in model.named_parameters()} <= state.model.keys()
+
+
+def test_a_checkpoint_without_a_parameter_is_refused(smoke_run):
+    from upres.train.loop import load_with_rebuilt_buffers
+
+    out, _ = smoke_run
+    saved = load_checkpoint(out / "last.safetensors").model
+    model = build_model(config_from_dict(tiny_config(out)).model, 2)
+    load_with_rebuilt_buffers(model, saved)  # the buffers left out come from the build
+    parameter = next(name for name, _ in model.named_parameters())
+    del saved[parameter]
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_with_rebuilt_buffers(model, saved)
+
+
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     straight = train(config_from_dict(tiny_config(tmp_path / "a", steps=16)))
     first = train(config_from_dict(tiny_config(tmp_path / "b", steps=16)), stop_at=8)

