@@ -109,6 +109,23 @@ def test_border_mask_equals_the_reference_mask() -> None:
     assert not full[untouched].any(), "windows outside the border need no mask"
 
 
+def test_dat_border_masks_equal_the_reference_masks() -> None:
+    import spandrel.architectures.DAT.__arch.DAT as dat_arch
+
+    from upres.engine.fast.dat import DATAdaptiveSpatialAttention
+
+    network = tiny_networks()["DAT"]
+    accelerate(network)
+    module = next(m for m in network.modules() if isinstance(m, DATAdaptiveSpatialAttention))
+    height, width = 24, 40  # 4x8 windows: 6x5 of them in branch 0, 3x10 in branch 1
+    full = dat_arch.Adaptive_Spatial_Attention.calculate_mask(module, height, width)
+    borders = module.border_masks(height, width, torch.float32)
+    for (index, mask), reference in zip(borders, full, strict=True):
+        assert torch.equal(mask, reference[index])
+        untouched = [i for i in range(len(reference)) if i not in index]
+        assert untouched and not reference[untouched].any(), "only border windows are masked"
+
+
 def test_fast_blocks_never_build_the_full_mask(monkeypatch: pytest.MonkeyPatch) -> None:
     network = randomise_biases(tiny_networks()["SwinIR"])
     accelerate(network)

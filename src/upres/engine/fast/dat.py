@@ -13,15 +13,12 @@ NCHW copy before each convolution and another after it (a fifth of DAT-light's C
 
 from __future__ import annotations
 
-from functools import lru_cache
-from types import SimpleNamespace
-
 import spandrel.architectures.DAT.__arch.DAT as dat
 import torch
 import torch.nn.functional as F
 
 from upres.engine.fast.swin import CachedBias, table_bias
-from upres.engine.fast.windows import Border, window_attention
+from upres.engine.fast.windows import Border, border_mask, border_windows, window_attention
 
 
 class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
@@ -72,12 +69,20 @@ def tokens(image: torch.Tensor) -> torch.Tensor:
 
 class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
     def border_masks(self, height: int, width: int, dtype: torch.dtype) -> tuple[Border, Border]:
-        """The two branches' masked windows: the same for every shifted block of a network,
-        so made once per size (the reference adds a full per-window mask to every window)."""
-        split = (int(self.split_size[0]), int(self.split_size[1]))
-        shift = (int(self.shift_size[0]), int(self.shift_size[1]))
+        """The two branches' masked windows after the shift: as in a Swin block, only the
+        last row and column of windows wrap around (the reference builds and adds a mask
+        for every window). Branch 1's windows are branch 0's turned by 90 degrees."""
+        (split_y, split_x), (shift_y, shift_x) = self.split_size, self.shift_size
         device = next(self.parameters()).device
-        return _border_masks(split, shift, height, width, dtype, device)
+        borders = []
+        for window, shift in (
+            ((split_y, split_x), (shift_y, shift_x)),
+            ((split_x, split_y), (shift_x, shift_y)),
+        ):
+            rows, cols = height // window[0], width // window[1]
+            mask = border_mask(window, shift, rows, cols, device, dtype)
+            borders.append((border_windows(rows, cols), mask))
+        return borders[0], borders[1]
 
     def forward(self, x, H, W):
         B, L, C = x.shape
@@ -157,24 +162,8 @@ class DATSpatialGate(dat.SpatialGate):
         return x1 * tokens(self.conv(pixels(self.norm(x2), H, W)))
 
 
-@lru_cache(maxsize=8)
-def _border_masks(
-    split: tuple[int, int],
-    shift: tuple[int, int],
-    height: int,
-    width: int,
-    dtype: torch.dtype,
-    device: torch.device,
-) -> tuple[Border, Border]:
-    # The reference method reads only these two attributes of its module.
-    probe = SimpleNamespace(split_size=list(split), shift_size=list(shift))
-    full = dat.Adaptive_Spatial_Attention.calculate_mask(probe, height, width)
-    return masked_windows(full[0], dtype, device), masked_windows(full[1], dtype, device)
-
-
 def masked_windows(mask: torch.Tensor, dtype: torch.dtype, device: torch.device) -> Border:
-    """A (windows, N, N) mask as the windows it masks and their rows: after a shift only the
-    last row and column of windows wrap around, so the rest is zeros."""
+    """A full (windows, N, N) mask, as the reference passes one, as the windows it masks."""
     index = mask.flatten(1).any(1).nonzero().flatten().tolist()
     return index, mask[index].to(device=device, dtype=dtype)
 

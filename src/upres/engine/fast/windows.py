@@ -63,22 +63,36 @@ def border_windows(rows: int, cols: int) -> list[int]:
 
 @lru_cache(maxsize=32)
 def border_mask(
-    window: int, shift: int, rows: int, cols: int, device: torch.device, dtype: torch.dtype
+    window: int | tuple[int, int],
+    shift: int | tuple[int, int],
+    rows: int,
+    cols: int,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
-    """(border windows, N, N) additive mask, equal to the reference's rows for those windows."""
-    height, width = rows * window, cols * window
+    """(border windows, N, N) additive mask, equal to the reference's rows for those windows.
+    `window` and `shift` are (height, width) for rectangular windows (DAT), else squares."""
+    (win_y, win_x), (shift_y, shift_x) = pair(window), pair(shift)
     # Label each pixel by the shifted region it came from (3 bands down x 3 across).
-    band_y = torch.zeros(height, dtype=torch.long)
-    band_y[height - window : height - shift] = 1
-    band_y[height - shift :] = 2
-    band_x = torch.zeros(width, dtype=torch.long)
-    band_x[width - window : width - shift] = 1
-    band_x[width - shift :] = 2
-    labels = (band_y[:, None] * 3 + band_x[None, :])[None, :, :, None]
-    labels = partition(labels, window)[border_windows(rows, cols), :, 0]
+    labels = bands(rows * win_y, win_y, shift_y)[:, None] * 3 + bands(cols * win_x, win_x, shift_x)
+    labels = labels.view(rows, win_y, cols, win_x).permute(0, 2, 1, 3).reshape(-1, win_y * win_x)
+    labels = labels[border_windows(rows, cols)]
     differs = labels[:, :, None] != labels[:, None, :]
     mask = torch.zeros(differs.shape, dtype=torch.float32).masked_fill(differs, MASKED)
     return mask.to(device=device, dtype=dtype)
+
+
+def bands(length: int, window: int, shift: int) -> torch.Tensor:
+    """0 before the last window, 1 in it up to the shift, 2 after: where each row (or column)
+    of a cyclically shifted map came from."""
+    band = torch.zeros(length, dtype=torch.long)
+    band[length - window : length - shift] = 1
+    band[length - shift :] = 2
+    return band
+
+
+def pair(value: int | tuple[int, int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else value
 
 
 SCORES_BYTES = 16 * 2**20  # attention scores made at once: bounded, whatever the tile
