@@ -103,3 +103,19 @@ def test_loading_through_the_api_is_quiet_too(swinir_checkpoint):
     done = run_python(f"import upres; upres.load({str(swinir_checkpoint)!r}, device='cpu')")
     assert done.returncode == 0, done.stderr
     assert "meshgrid" not in done.stderr, done.stderr
+
+
+def test_configure_cpu_does_for_a_program_what_the_cli_does_for_itself(monkeypatch):
+    import upres
+    from upres.engine import allocator, cores
+
+    kept = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: kept.append(True) or True)
+    before = torch.get_num_threads()
+    try:
+        choice = upres.configure_cpu(threads=1)
+        assert choice.threads == 1 and torch.get_num_threads() == 1
+        assert cores.current_choice() is choice and choice.reason == "set by --threads"
+        assert kept == [True]
+    finally:
+        torch.set_num_threads(before)

@@ -26,12 +26,12 @@ from upres.errors import (
 from upres.request import UpscaleRequest
 
 if TYPE_CHECKING:
-    from upres.api import Pipeline, Upscaler, load, load_chain
+    from upres.api import Pipeline, Upscaler, configure_cpu, load, load_chain
     from upres.model_api import Model
 
 # The engine needs torch (seconds to import); `import upres` alone must stay instant so
 # that `upres --help` and `upres models` start at once. These come from upres.api on first use.
-_FROM_API = ("Pipeline", "Upscaler", "load", "load_chain")
+_FROM_API = ("Pipeline", "Upscaler", "configure_cpu", "load", "load_chain")
 
 
 def __getattr__(name: str) -> Any:
@@ -77,6 +77,7 @@ __all__ = [
     "UpscaleRequest",
     "Upscaler",
     "__version__",
+    "configure_cpu",
     "load",
     "load_chain",
 ]

@@ -20,6 +20,7 @@ import numpy as np
 import PIL.Image
 import torch
 
+from upres.engine.cores import ThreadChoice, configure
 from upres.engine.cores import current_choice as current_thread_choice
 from upres.engine.cores import recheck as recheck_threads
 from upres.engine.fast import FastModule, accelerate
@@ -1039,6 +1040,15 @@ def load(
         runner = enhance(runner, faces)
     runner.channel_order = order
     return runner
+
+
+def configure_cpu(threads: int | None = None) -> ThreadChoice:
+    """Set this process up for CPU inference as the CLI does for its own: torch's threads
+    from the cores free now, re-checked between images (an explicit `threads` is kept), and
+    glibc told to keep freed tensor memory for the next tile (DAT-light at 64 px: 1.7x).
+    For a program that owns its process; a library inside someone else's leaves both alone,
+    which is why `load` does not do it."""
+    return configure(threads)
 
 
 def check_device(device: str) -> None:
