@@ -10,8 +10,9 @@ small cached mask. Same maths, far less memory traffic.
 On a CPU, two matmuls and a softmax in bounded slices of windows beat
 `scaled_dot_product_attention`'s kernel (built for long sequences of wide heads) for these
 short windows: 1.5-2x in bf16 at every window size; in fp32, 1.3x for 64-token windows and
-1.6x for DAT-light's 10-wide heads (`benchmarks/RESULTS.md`). SDPA stays for larger fp32
-windows of wide heads, and on GPUs.
+a little (whole network: 0.94-0.98 of the time) for DAT-light's 10-wide heads, whose border
+windows SDPA would run twice (`benchmarks/RESULTS.md`). SDPA stays for larger fp32 windows
+of wide heads, and on GPUs.
 """
 
 from __future__ import annotations
