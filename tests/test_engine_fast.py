@@ -141,6 +141,17 @@ def test_fixed_shape_feeds_one_batch_size_too(compact):
     assert np.abs(fixed - free).max() < 1e-5
 
 
+def test_fixed_shape_out_of_memory_lowers_the_padded_batch(compact):
+    # One tile per row: each group is one crop padded to the batch, so the batch must drop.
+    image = random_image(40, 30, seed=8)
+    plan = dict(tile=32, overlap=16, fixed_shape=True, batch=4)
+    output, runner, calls = run(compact, image, wrapper_type=OutOfMemoryWhenBatched, **plan)
+    assert runner.batch == 1 and runner.retries >= 1
+    assert calls.shapes[-1][0] == 1
+    unbatched, _, _ = run(compact, image, tile=32, overlap=16, fixed_shape=True, batch=1)
+    assert np.abs(output - unbatched).max() < 1e-5
+
+
 def test_fixed_shape_cnn_output_equals_free_shape_output(compact):
     # Border crops are widened inward to the full shape, never padded past the image.
     image = random_image(*BATCH_IMAGE, seed=5)

@@ -119,3 +119,13 @@ def test_configure_cpu_does_for_a_program_what_the_cli_does_for_itself(monkeypat
         assert kept == [True]
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True, "4"])
+def test_configure_cpu_refuses_a_thread_count_that_is_not_one(threads):
+    import upres
+    from upres.engine import cores
+
+    with pytest.raises(upres.RequestError, match="threads must be a whole number"):
+        upres.configure_cpu(threads)
+    assert cores._governor is None  # nothing half set up

@@ -1048,6 +1048,9 @@ def configure_cpu(threads: int | None = None) -> ThreadChoice:
     glibc told to keep freed tensor memory for the next tile (DAT-light at 64 px: 1.7x).
     For a program that owns its process; a library inside someone else's leaves both alone,
     which is why `load` does not do it."""
+    whole = isinstance(threads, int) and not isinstance(threads, bool)
+    if threads is not None and not (whole and threads >= 1):
+        raise RequestError("threads", f"must be a whole number of at least 1, not {threads!r}")
     return configure(threads)
 
 

@@ -194,6 +194,15 @@ class TileRunner:
                 raise
         self._release_cached_memory()
         self.retries += 1
+        if self.plan.fixed_shape and top_level and self.batch > 1:
+            # Every group is padded to the batch size: lower that, and run the crops in
+            # groups of the new size (one crop alone would otherwise still be padded).
+            self.batch //= 2
+            return [
+                output
+                for start in range(0, len(crops), self.batch)
+                for output in self._infer_crops(crops[start : start + self.batch], tile, True)
+            ]
         if len(crops) > 1:
             self.batch = max(1, len(crops) // 2)  # later groups stay at the smaller size
             half = len(crops) // 2

@@ -160,7 +160,7 @@ class Trainer:
         self.model = build_model(config.model, config.data.scale).to(self.device)
         # The buffers every build of this architecture makes alike (attention masks, index
         # tables) stay out of checkpoints: for Swin2SR-light they are 16.7 of 41 MiB.
-        self.rebuilt = rebuilt_buffers(self.model, build_model(config.model, config.data.scale))
+        self.fresh = build_model(config.model, config.data.scale)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = make_optimizer(self.model, config.train)
         self.step = 0
@@ -189,8 +189,9 @@ class Trainer:
     def state(self) -> TrainState:
         return TrainState(
             step=self.step,
-            model=without(self.model.state_dict(), self.rebuilt),
-            ema=without(self.ema.state_dict(), self.rebuilt),
+            # Decided at each save: a buffer that training or an init file changed is kept.
+            model=without(self.model.state_dict(), rebuilt_buffers(self.model, self.fresh)),
+            ema=without(self.ema.state_dict(), rebuilt_buffers(self.ema, self.fresh)),
             optimizer=self.optimizer.state_dict(),
             info={
                 "arch": self.config.model.arch,
