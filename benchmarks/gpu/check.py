@@ -120,6 +120,12 @@ def run_child(command: list[str], log: Path, device: str) -> dict:
     }
 
 
+def image_row(result: dict) -> dict:
+    """The first image's row of an `upres upscale --json` run (empty if it printed none)."""
+    report = json.loads(result.pop("stdout") or "null")
+    return ((report or {}).get("images") or [{}])[0]
+
+
 def upres(*args: str) -> list[str]:
     return [sys.executable, "-m", "upres", *args]
 
@@ -198,8 +204,7 @@ def part_photo(args: argparse.Namespace, out: Path, work: Path, images: list) ->
         target = work / f"photo-{name}.png"
         command = upres("upscale", str(photo), "-m", name, "-o", str(target), "--json")
         result = run_child([*command, "--device", args.device], out / "check.log", args.device)
-        report = json.loads(result.pop("stdout") or "null")
-        row = ((report or {}).get("images") or [{}])[0]
+        row = image_row(result)
         result |= {
             "status": row.get("status"),
             "upres_seconds": row.get("seconds"),
@@ -249,8 +254,7 @@ def part_video(args: argparse.Namespace, out: Path, work: Path, images: list) ->
     target = work / "clip-x4.mp4"
     command = upres("upscale", str(clip), "-m", VIDEO_MODEL, "-o", str(target), "--json")
     result = run_child([*command, "--device", args.device], out / "check.log", args.device)
-    report = json.loads(result.pop("stdout") or "null")
-    row = ((report or {}).get("images") or [{}])[0]
+    row = image_row(result)
     seconds = row.get("seconds")
     result |= {
         "status": row.get("status"),

@@ -118,6 +118,10 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
 # -- the run ------------------------------------------------------------------------------
 
 
+# Buffers that training changes under names every architecture shares (BatchNorm's).
+RUNNING_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def rebuilt_buffers(model: torch.nn.Module, fresh: torch.nn.Module) -> set[str]:
     """Names of `model`'s buffers that a fresh build has too, equal (not running statistics,
     which training changes: a BatchNorm's are compared and kept if they differ)."""
@@ -127,7 +131,7 @@ def rebuilt_buffers(model: torch.nn.Module, fresh: torch.nn.Module) -> set[str]:
         for name, buffer in model.named_buffers()
         if name in theirs
         and torch.equal(buffer.cpu(), theirs[name].cpu())
-        and not name.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        and not name.endswith(RUNNING_STATISTICS)
     }
 
 
@@ -141,9 +145,7 @@ def load_with_rebuilt_buffers(module: torch.nn.Module, saved: dict[str, torch.Te
     own = module.state_dict()
     buffers = {name for name, _ in module.named_buffers()}
     lacking = own.keys() - saved.keys()
-    if not lacking <= buffers or any(
-        name.endswith(("running_mean", "running_var", "num_batches_tracked")) for name in lacking
-    ):
+    if not lacking <= buffers or any(name.endswith(RUNNING_STATISTICS) for name in lacking):
         module.load_state_dict(saved)  # strict: raises, naming what is missing
     module.load_state_dict({**own, **saved})
 
@@ -160,7 +162,8 @@ class Trainer:
         self.model = build_model(config.model, config.data.scale).to(self.device)
         # The buffers every build of this architecture makes alike (attention masks, index
         # tables) stay out of checkpoints: for Swin2SR-light they are 16.7 of 41 MiB.
-        self.fresh = build_model(config.model, config.data.scale)
+        with torch.random.fork_rng():  # its random init must not shift the training's RNG
+            self.fresh = build_model(config.model, config.data.scale)
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.optimizer = make_optimizer(self.model, config.train)
         self.step = 0
