@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from upres.engine.fast.swin import CachedBias, table_bias
-from upres.engine.fast.windows import Border, border_mask, border_windows, window_attention
+from upres.engine.fast.windows import Border, shifted_border, window_attention
 
 
 class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
@@ -80,8 +80,7 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
             ((split_x, split_y), (shift_x, shift_y)),
         ):
             rows, cols = height // window[0], width // window[1]
-            mask = border_mask(window, shift, rows, cols, device, dtype)
-            borders.append((border_windows(rows, cols), mask))
+            borders.append(shifted_border(window, shift, rows, cols, device, dtype))
         return borders[0], borders[1]
 
     def forward(self, x, H, W):

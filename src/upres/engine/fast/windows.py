@@ -102,6 +102,18 @@ SCORES_BYTES = 16 * 2**20  # attention scores made at once: bounded, whatever th
 Border = tuple[list[int], torch.Tensor]
 
 
+def shifted_border(
+    window: int | tuple[int, int],
+    shift: int | tuple[int, int],
+    rows: int,
+    cols: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Border:
+    """The masked windows of a shifted block on a rows x cols grid, and their masks."""
+    return border_windows(rows, cols), border_mask(window, shift, rows, cols, device, dtype)
+
+
 def slices_are_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether `attention_in_slices` beats SDPA here (measured, see the module docstring)."""
     short_or_narrow = k.shape[-2] <= 64 or q.shape[-1] <= 16
@@ -163,8 +175,9 @@ def attend(
     heads, n, d = q.shape[1:]
     border = None
     if layout is not None and layout.shift != 0:
-        mask = border_mask(layout.window, layout.shift, layout.rows, layout.cols, q.device, q.dtype)
-        border = (border_windows(layout.rows, layout.cols), mask)
+        border = shifted_border(
+            layout.window, layout.shift, layout.rows, layout.cols, q.device, q.dtype
+        )
     batch = layout.batch if layout is not None else 1
     q, k, v = (t.reshape(batch, -1, *t.shape[1:]) for t in (q, k, v))
     scale = d**-0.5 if scale is None else scale
