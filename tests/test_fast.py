@@ -68,13 +68,18 @@ def tiny_networks() -> dict[str, torch.nn.Module]:
 
 @pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])
 @pytest.mark.parametrize("size", [(32, 32), (40, 56), (8, 24), (37, 50)])
-@pytest.mark.parametrize("kernel", ["slices", "sdpa"])
+@pytest.mark.parametrize("kernel", ["native", "slices", "sdpa"])
 def test_fp32_fast_path_matches_the_reference(
     family: str, size: tuple[int, int], kernel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from upres.engine.fast import windows
+    from upres.engine.fast import native, windows
 
-    monkeypatch.setattr(windows, "slices_are_faster", lambda q, k: kernel == "slices")
+    if kernel == "native":  # DAT's spatial attention, fused (engine/fast/native)
+        if family != "DAT" or native.library() is None:
+            pytest.skip("the native kernel serves DAT, where a C++ compiler is found")
+    else:
+        monkeypatch.setattr(native, "supports", lambda *args: False)
+        monkeypatch.setattr(windows, "choose_kernel", lambda q, k: kernel)
     reference = randomise_biases(tiny_networks()[family])
     fast = copy.deepcopy(reference)
     assert accelerate(fast) > 0
@@ -167,11 +172,12 @@ def test_a_bias_cached_under_bf16_does_not_leak_into_fp32(family: str) -> None:
 def test_attention_made_one_window_at_a_time_matches_the_reference(
     family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from upres.engine.fast import windows
+    from upres.engine.fast import native, windows
 
     # The smallest slice (one window), so border masks fall in many slices, some in none.
     monkeypatch.setattr(windows, "SCORES_BYTES", 1)
-    monkeypatch.setattr(windows, "slices_are_faster", lambda q, k: True)
+    monkeypatch.setattr(windows, "choose_kernel", lambda q, k: "slices")
+    monkeypatch.setattr(native, "supports", lambda *args: False)
     reference = randomise_biases(tiny_networks()[family])
     fast = copy.deepcopy(reference)
     assert accelerate(fast) > 0

@@ -571,7 +571,7 @@ class Upscaler(ImageRunner):
         out_channels = 1 if channels == 1 else 3
         weights_cast = 0
         if self.fast and self.dtype != torch.float32:  # autocast keeps cast copies of weights
-            weights_cast = sum(p.numel() * 2 for p in self.model.descriptor.model.parameters())
+            weights_cast = self._weight_numbers()[0] * 2
         forecast = forecast_image(
             shapes,
             input_bytes=width * height * (channels + int(alpha)) * 4,
@@ -606,6 +606,19 @@ class Upscaler(ImageRunner):
             return {"threads": torch.get_num_threads(), "reason": "torch's default"}
         return {"threads": choice.threads, "reason": choice.reason}
 
+    def _weight_numbers(self) -> tuple[int, int]:
+        """The network's parameter count and bytes, counted once: walking a transformer's
+        modules costs milliseconds, paid on every image otherwise."""
+        counted = self.__dict__.get("_weights_counted")
+        if counted is None:
+            parameters = list(self.model.descriptor.model.parameters())
+            counted = (
+                sum(p.numel() for p in parameters),
+                sum(p.numel() * p.element_size() for p in parameters),
+            )
+            self.__dict__["_weights_counted"] = counted
+        return counted
+
     def _pass_shapes(
         self, width: int, height: int, channels: int, passes: int, *, alpha: bool
     ) -> list[PassShape]:
@@ -614,7 +627,7 @@ class Upscaler(ImageRunner):
         wanted = descriptor.input_channels
         runs = channels if wanted == 1 and channels > 1 else 1
         pad = self.model.card.pre_pad if self.model.card else 0
-        weight_bytes = sum(p.numel() * p.element_size() for p in descriptor.model.parameters())
+        weight_bytes = self._weight_numbers()[1]
         shapes = []
         for index in range(passes):
             padded_w, padded_h = width + 2 * pad, height + 2 * pad

@@ -135,6 +135,10 @@ def how_it_ran(runner: object) -> dict:
     if choice is not None:
         facts["threads"] = choice.threads
         facts["threads_reason"] = choice.reason
+    if facts["device"] == "cpu" and facts["engine"] == "torch":
+        from upres.engine.fast import native
+
+        facts["native_attention"] = native.state()  # DAT's fused kernel (engine/fast/native)
     return facts
 
 

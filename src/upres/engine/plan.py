@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -240,8 +241,19 @@ def global_operation(descriptor: ImageModelDescriptor) -> str | None:
 
     Such a model gives a tile a different result than the whole image gives the same
     pixels, however wide the overlap: its statistics are taken over what it is shown.
+    Found once per network (walking a transformer's modules takes milliseconds per plan).
     """
-    modules = list(descriptor.model.modules())
+    network = descriptor.model
+    if network not in _global_operations:
+        _global_operations[network] = find_global_operation(network)
+    return _global_operations[network]
+
+
+_global_operations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def find_global_operation(network: torch.nn.Module) -> str | None:
+    modules = list(network.modules())
     for module in modules:
         for cls in type(module).__mro__:
             if cls.__name__ in GLOBAL_MODULES:

@@ -2,7 +2,8 @@
 
 `accelerate` swaps spandrel's Swin-family attention modules for the subclasses in
 `swin.py` and `dat.py` (same weights, same maths, cached biases and masks, fused
-attention), and
+attention, on a CPU the native kernel of `native/` for narrow heads) and narrow LayerNorms
+for `layer_norm.py`'s, and
 `FastModule` runs a network under autocast in the planned precision, channels-last (even
 transformers spend much of their time in the convolutions of their upsampler). The result
 matches the reference fp32 path to >= 80 dB in fp32 and >= 50 dB in bf16/fp16
@@ -14,9 +15,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from upres.engine.fast import dat, swin
+from upres.engine.fast import dat, layer_norm, swin
 
-FAST_CLASSES: dict[type, type] = {**swin.FAST_CLASSES, **dat.FAST_CLASSES}
+FAST_CLASSES: dict[type, type] = {
+    **swin.FAST_CLASSES,
+    **dat.FAST_CLASSES,
+    **layer_norm.FAST_CLASSES,
+}
 
 
 def accelerate(network: nn.Module) -> int:

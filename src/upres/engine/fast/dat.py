@@ -2,9 +2,9 @@
 
 DAT's spatial attention computes its dynamic position bias (a small MLP) in every call and
 its shifted-window masks for every block and every input size; here both are built once.
-Its attention runs through `windows.window_attention`, as the Swin family's does: on a CPU
-two matmuls and a softmax in bounded slices of windows (its 10-wide heads are where SDPA's
-CPU kernel is slowest), SDPA on a GPU; after a shift only the border windows get a mask.
+On a CPU it runs through the fused kernel of `native/` where that is built (reading the
+windows where they lie, shift included); otherwise through `windows.window_attention`, as
+the Swin family's does. After a shift only the border windows get a mask.
 
 Tokens (B, H*W, C) are already pixels in channels-last order: the convolutions between the
 attention steps take them as channels-last views, where the reference makes a contiguous
@@ -17,6 +17,7 @@ import spandrel.architectures.DAT.__arch.DAT as dat
 import torch
 import torch.nn.functional as F
 
+from upres.engine.fast import native
 from upres.engine.fast.swin import CachedBias, table_bias
 from upres.engine.fast.windows import Border, shifted_border, window_attention
 
@@ -40,19 +41,19 @@ class DATSpatialAttention(dat.Spatial_Attention, CachedBias):
         windows = qkv.reshape(3, batch, rows, hs, cols, ws, heads, channels // heads)
         windows = windows.permute(0, 1, 2, 4, 6, 3, 5, 7)  # 3, B, rows, cols, heads, hs, ws, d
         q, k, v = windows.reshape(3, batch, rows * cols, heads, n, channels // heads)
-        x = window_attention(q, k, v, self.position_bias_for(n, q.dtype), self.scale, border)
+        x = window_attention(q, k, v, self.position_bias_for(n), self.scale, border)
         x = x.view(batch, rows, cols, heads, hs, ws, -1).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(batch, height, width, channels)
 
-    def position_bias_for(self, n: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """The dynamic position bias (heads, N, N), made by its MLP once per weights."""
+    def position_bias_for(self, n: int) -> torch.Tensor | None:
+        """The dynamic position bias (heads, N, N) in float32, made by its MLP once per
+        weights (the same tensor every call: the native kernel keeps its transpose)."""
         if not self.position_bias:
             return None
-        bias = self.cached_bias(
+        return self.cached_bias(
             lambda: table_bias(self.pos(self.rpe_biases), self.relative_position_index, n),
             *self.pos.parameters(),
         )
-        return bias.to(dtype)
 
 
 def pixels(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -91,20 +92,7 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
         pad_r, pad_b = (split - W % split) % split, (split - H % split) % split
         if pad_r or pad_b:
             qkv = F.pad(qkv, (0, 0, 0, pad_r, 0, pad_b))
-        _H, _W = H + pad_b, W + pad_r
-        half = C // 2
-        if self.shifted():
-            shift = (self.shift_size[0], self.shift_size[1])
-            qkv_0 = torch.roll(qkv[..., :half], (-shift[0], -shift[1]), (2, 3))
-            qkv_1 = torch.roll(qkv[..., half:], (-shift[1], -shift[0]), (2, 3))
-            # Made from the size (at the network's own size, equal to its mask buffers).
-            masks = self.border_masks(_H, _W, qkv.dtype)
-            x1 = torch.roll(self.attns[0].attend(qkv_0, masks[0]), shift, (1, 2))
-            x2 = torch.roll(self.attns[1].attend(qkv_1, masks[1]), (shift[1], shift[0]), (1, 2))
-        else:
-            x1 = self.attns[0].attend(qkv[..., :half])
-            x2 = self.attns[1].attend(qkv[..., half:])
-        attended = torch.cat([x1[:, :H, :W], x2[:, :H, :W]], dim=3).reshape(B, L, C)
+        attended = self.attend_branches(qkv)[:, :H, :W].reshape(B, L, C)
 
         conv_x = self.dwconv(v)
         # Adaptive Interaction Module: a channel map from the convolution, a spatial map from
@@ -114,6 +102,41 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
         attended = attended * torch.sigmoid(channel_map).unsqueeze(1)
         conv_x = torch.sigmoid(spatial_map) * conv_x
         return self.proj(attended + tokens(conv_x))
+
+    def attend_branches(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(3, B, H, W, C) q, k, v (H, W multiples of the windows) -> (B, H, W, C): the first
+        half of the channels attends in (split_y x split_x) windows, the second in windows
+        turned by 90 degrees; each shifted by its own roll in shifted blocks."""
+        height, width, channels = qkv.shape[2:]
+        half = channels // 2
+        shifted = self.shifted()
+        masks = self.border_masks(height, width, qkv.dtype) if shifted else (None, None)
+        (split_y, split_x), (shift_y, shift_x) = self.split_size, self.shift_size
+        branches = [
+            (qkv[..., :half], (split_y, split_x), (shift_y, shift_x), masks[0]),
+            (qkv[..., half:], (split_x, split_y), (shift_x, shift_y), masks[1]),
+        ]
+        if not shifted:
+            branches = [(part, window, (0, 0), None) for part, window, _, _ in branches]
+        heads = self.attns[0].num_heads
+        if all(native.supports(part, heads, window) for part, window, _, _ in branches):
+            # The fused kernel reads the windows where they are and writes each branch into
+            # its half of the output: no window copies, rolls or concatenation.
+            out = qkv.new_empty(qkv.shape[1:])
+            for (part, window, shift, border), attention, target in zip(
+                branches, self.attns, (out[..., :half], out[..., half:]), strict=True
+            ):
+                bias = attention.position_bias_for(window[0] * window[1])
+                native.window_attention(
+                    part, target, window, shift, heads, bias, attention.scale, border
+                )
+            return out
+        results = []
+        for (part, _, shift, border), attention in zip(branches, self.attns, strict=True):
+            rolled = torch.roll(part, (-shift[0], -shift[1]), (2, 3)) if shifted else part
+            result = attention.attend(rolled, border)
+            results.append(torch.roll(result, shift, (1, 2)) if shifted else result)
+        return torch.cat(results, dim=3)
 
     def shifted(self) -> bool:
         """The reference's rule for which blocks shift their windows."""
@@ -125,16 +148,28 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
 
 class DATAdaptiveChannelAttention(dat.Adaptive_Channel_Attention):
     def forward(self, x, H, W):
-        B, N, C = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, C // self.num_heads)
-        qkv = qkv.permute(2, 0, 3, 4, 1)  # 3, B, heads, d, N
-        v = qkv[2]
-        v_image = v.reshape(B, C, N).view(B, C, H, W)  # the reference's own channel order
-        q, k = F.normalize(qkv[:2], dim=-1)  # both in one pass
-        attn = (q @ k.transpose(-2, -1)) * self.temperature
-        attended = (attn.softmax(dim=-1) @ v).permute(0, 3, 1, 2).reshape(B, N, C)
+        B, _, C = x.shape
+        heads, width = self.num_heads, C // self.num_heads
+        qkv = self.qkv(x)  # (B, N, 3C) tokens; each third's channels are head-major
+        # The reference normalises q and k along N, multiplies them head by head and applies
+        # each (d x d) result to its head of v. Here, per image: one (C x C) product of the
+        # raw q and k, whose diagonal blocks are the heads' products, divided by the outer
+        # product of the norms (rather than normalised copies of q and k); then the heads'
+        # maps applied to v as one block-diagonal (C x C) matrix. 2-D matmuls take the
+        # strided token slices as they are (batched ones would copy them first).
+        norms = qkv[..., : 2 * C].float().square().sum(1).sqrt().clamp_min(1e-12)  # F.normalize's
+        q_norm, k_norm = norms.view(B, 2, heads, width).unbind(1)
+        attended = []
+        for image, (qn, kn) in enumerate(zip(q_norm, k_norm, strict=True)):
+            q, k, v = qkv[image].split(C, dim=-1)
+            products = (q.t() @ k).view(heads, width, heads, width)
+            attn = torch.diagonal(products, dim1=0, dim2=2).permute(2, 0, 1)  # (heads, d, d)
+            attn = (attn / (qn[..., :, None] * kn[..., None, :]) * self.temperature).softmax(-1)
+            attended.append(v @ torch.block_diag(*attn.transpose(-2, -1)).to(v.dtype))
+        attended = torch.stack(attended)
 
-        conv_x = self.dwconv(v_image)
+        # V as the reference's (B, C, H, W) image is the token-major V as a channels-last one.
+        conv_x = self.dwconv(pixels(qkv[..., 2 * C :], H, W))
         channel_map = squeeze_gate(self.channel_interaction, attended.mean(1))
         spatial_map = tokens(self.spatial_interaction(conv_x))  # (B, N, 1)
         attended = attended * torch.sigmoid(spatial_map)

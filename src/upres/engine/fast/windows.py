@@ -114,10 +114,12 @@ def shifted_border(
     return border_windows(rows, cols), border_mask(window, shift, rows, cols, device, dtype)
 
 
-def slices_are_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
-    """Whether `attention_in_slices` beats SDPA here (measured, see the module docstring)."""
+def choose_kernel(q: torch.Tensor, k: torch.Tensor) -> str:
+    """Which attention kernel is faster here (measured, see the module docstring):
+    "slices" or "sdpa"."""
     short_or_narrow = k.shape[-2] <= 64 or q.shape[-1] <= 16
-    return q.device.type == "cpu" and (q.dtype == torch.bfloat16 or short_or_narrow)
+    cpu_slices = q.device.type == "cpu" and (q.dtype == torch.bfloat16 or short_or_narrow)
+    return "slices" if cpu_slices else "sdpa"
 
 
 def attention_in_slices(
@@ -195,7 +197,8 @@ def window_attention(
     """softmax(q k^T * scale + bias [+ mask on the border windows]) v, for q, k, v of shape
     (B, windows, heads, N, d) and a bias (heads, N, Nk) shared by every window, through the
     kernel that is faster on this device (module docstring)."""
-    if slices_are_faster(q, k):
+    bias = None if bias is None else bias.to(q.dtype)
+    if choose_kernel(q, k) == "slices":
         return attention_in_slices(q, k, v, bias, scale, border)
     return sdpa_with_border(q, k, v, bias, scale, border)
 
