@@ -79,9 +79,11 @@ class BenchReport:
     quick: bool
     peak_tflops: dict[str, float] = field(default_factory=dict)
     models: list[ModelResult] = field(default_factory=list)
+    native_attention: str | None = None  # on a CPU: DAT's fused kernel (engine/fast/native)
 
     def to_json(self) -> dict:
         return {
+            "native_attention": self.native_attention,
             "device": self.device,
             "device_name": self.device_name,
             "threads": self.threads,

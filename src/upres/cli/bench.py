@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
         for spec in models:
             err.print(f"[dim]timing {spec.name} on {side}x{side}...[/]", highlight=False)
             report.models.append(bench_model(spec, target, image, timed_runs, report.peak_tflops))
+        if target.type == "cpu":
+            from upres.engine.fast import native
+
+            report.native_attention = native.state()
         if as_json:
             out.print_json(json.dumps(report.to_json()))
         else:
@@ -109,3 +113,5 @@ def show(report: BenchReport) -> None:
         f" Peak = measured large matmul (TFLOP/s: {peaks}).",
         highlight=False,
     )
+    if report.native_attention is not None:
+        out.print(f"DAT's native attention kernel: {report.native_attention}.", highlight=False)
