@@ -30,6 +30,8 @@ def randomise_biases(network: torch.nn.Module) -> torch.nn.Module:
     for name, parameter in network.named_parameters():
         if "relative_position_bias_table" in name or "logit_scale" in name:
             parameter.data.normal_(0, 1.0)
+        elif name.endswith("temperature"):  # DAT's channel attention, per head
+            parameter.data.uniform_(0.5, 3.0)
         elif ".attn." in name and ("qkv" in name or ".pos." in name):
             parameter.data.normal_(0, 0.5)
     return network.eval()
@@ -74,9 +76,12 @@ def test_fp32_fast_path_matches_the_reference(
 ) -> None:
     from upres.engine.fast import native, windows
 
+    calls = []
     if kernel == "native":  # DAT's spatial attention, fused (engine/fast/native)
         if family != "DAT" or native.library() is None:
             pytest.skip("the native kernel serves DAT, where a C++ compiler is found")
+        real = native.window_attention
+        monkeypatch.setattr(native, "window_attention", lambda *a: calls.append(1) or real(*a))
     else:
         monkeypatch.setattr(native, "supports", lambda *args: False)
         monkeypatch.setattr(windows, "choose_kernel", lambda q, k: kernel)
@@ -92,6 +97,7 @@ def test_fp32_fast_path_matches_the_reference(
     assert got.shape == expected.shape
     assert psnr(expected, got) >= 80
     assert torch.equal(got, again)
+    assert bool(calls) == (kernel == "native"), "the kernel under test is the one that ran"
 
 
 @pytest.mark.parametrize("family", ["SwinIR", "Swin2SR", "HAT", "DAT"])

@@ -8,6 +8,7 @@ import ctypes
 import logging
 import math
 import platform
+import shutil
 import subprocess
 
 import pytest
@@ -30,7 +31,8 @@ def portable_library(tmp_path_factory) -> ctypes.CDLL:
     if platform.machine() not in ("x86_64", "AMD64") or native.library() is None:
         pytest.skip("the portable build differs only on x86, where a compiler is found")
     target = tmp_path_factory.mktemp("portable") / "window_attention.so"
-    command = [native.compiler(), *native.FLAGS, "-mno-avx512bf16", str(native.SOURCE)]
+    flags = [*native.FLAGS, *native.openmp_flags(), "-mno-avx512bf16"]
+    command = [*native.compiler(), *flags, str(native.SOURCE)]
     subprocess.run([*command, "-o", str(target)], check=True)
     return native.bind(ctypes.CDLL(str(target)))
 
@@ -184,3 +186,44 @@ def test_shapes_it_does_not_take_are_refused(kernel, monkeypatch) -> None:
     assert not native.supports(every_other_channel, 3, (8, 32)), "channels must be adjacent"
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
     assert not native.supports(qkv, 3, (8, 32)), "torch.compile traces torch's path"
+
+
+def test_a_compiler_command_of_several_words_and_a_damaged_build(kernel, monkeypatch, tmp_path):
+    monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", f"{shutil.which('c++') or 'c++'} -DUPRES_CHECK=1")
+    native.library.cache_clear()
+    try:
+        # A file under the library's name that is no library (e.g. built against another
+        # libstdc++, or cut short by a full disk): it is rebuilt, not given up on.
+        target = native.library_path()
+        target.parent.mkdir(parents=True)
+        target.write_bytes(b"not a shared library")
+        assert native.library() is not None, "CXX is split into words, as a shell would"
+        assert target.stat().st_size > 1000
+        assert not list(target.parent.glob("*.part")), "no temporary file left behind"
+    finally:
+        native.library.cache_clear()
+
+
+def test_tracing_takes_torchs_path(kernel, monkeypatch) -> None:
+    qkv = strided_qkv(1, 8, 32, 30, torch.float32)
+    monkeypatch.setattr(torch.jit, "is_tracing", lambda: True)
+    assert not native.supports(qkv, 3, (8, 32)), "an ONNX export traces torch's operators"
+
+
+def test_channel_attention_in_fp16_normalises_before_multiplying() -> None:
+    import spandrel.architectures.DAT.__arch.DAT as dat_arch
+
+    from upres.engine.fast.dat import DATAdaptiveChannelAttention
+
+    torch.manual_seed(0)
+    reference_module = dat_arch.Adaptive_Channel_Attention(24, num_heads=2).eval()
+    fast_module = copy.deepcopy(reference_module)
+    fast_module.__class__ = DATAdaptiveChannelAttention
+    # 1,024 tokens of large values: the raw (d x d) products pass fp16's 65,504.
+    x = torch.randn(1, 1024, 24) * 20
+    with torch.inference_mode():
+        expected = reference_module(x, 32, 32)
+        got = fast_module.half()(x.half(), 32, 32).float()
+    assert torch.isfinite(got).all()
+    assert psnr(expected, got) >= 40

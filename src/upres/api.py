@@ -607,17 +607,20 @@ class Upscaler(ImageRunner):
         return {"threads": choice.threads, "reason": choice.reason}
 
     def _weight_numbers(self) -> tuple[int, int]:
-        """The network's parameter count and bytes, counted once: walking a transformer's
-        modules costs milliseconds, paid on every image otherwise."""
-        counted = self.__dict__.get("_weights_counted")
-        if counted is None:
-            parameters = list(self.model.descriptor.model.parameters())
-            counted = (
+        """The network's parameter count and bytes, counted once per weight dtype: walking a
+        transformer's modules costs milliseconds, paid on every image otherwise."""
+        network = self.model.descriptor.model
+        dtype = next(network.parameters(), torch.empty(0)).dtype  # changes with .to(dtype)
+        held = self.__dict__.get("_weights_counted")
+        if held is None or held[0] is not network or held[1] != dtype:
+            parameters = list(network.parameters())
+            counts = (
                 sum(p.numel() for p in parameters),
                 sum(p.numel() * p.element_size() for p in parameters),
             )
-            self.__dict__["_weights_counted"] = counted
-        return counted
+            held = (network, dtype, counts)
+            self.__dict__["_weights_counted"] = held
+        return held[2]
 
     def _pass_shapes(
         self, width: int, height: int, channels: int, passes: int, *, alpha: bool

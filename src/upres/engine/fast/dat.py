@@ -119,7 +119,8 @@ class DATAdaptiveSpatialAttention(dat.Adaptive_Spatial_Attention):
         if not shifted:
             branches = [(part, window, (0, 0), None) for part, window, _, _ in branches]
         heads = self.attns[0].num_heads
-        if all(native.supports(part, heads, window) for part, window, _, _ in branches):
+        fused = not torch.is_grad_enabled()  # the kernel has no backward (nor the bias one)
+        if fused and all(native.supports(part, heads, window) for part, window, _, _ in branches):
             # The fused kernel reads the windows where they are and writes each branch into
             # its half of the output: no window copies, rolls or concatenation.
             out = qkv.new_empty(qkv.shape[1:])
@@ -157,11 +158,19 @@ class DATAdaptiveChannelAttention(dat.Adaptive_Channel_Attention):
         # product of the norms (rather than normalised copies of q and k); then the heads'
         # maps applied to v as one block-diagonal (C x C) matrix. 2-D matmuls take the
         # strided token slices as they are (batched ones would copy them first).
-        norms = qkv[..., : 2 * C].float().square().sum(1).sqrt().clamp_min(1e-12)  # F.normalize's
+        squares = qkv[..., : 2 * C].to(torch.float32, copy=True).square_()  # one temporary
+        norms = squares.sum(1).sqrt().clamp_min(1e-12)  # as F.normalize
         q_norm, k_norm = norms.view(B, 2, heads, width).unbind(1)
         attended = []
         for image, (qn, kn) in enumerate(zip(q_norm, k_norm, strict=True)):
             q, k, v = qkv[image].split(C, dim=-1)
+            if q.dtype == torch.float16:  # raw products could pass fp16's 65504: normalise first
+                q, k, qn, kn = (
+                    q / qn.flatten(),
+                    k / kn.flatten(),
+                    torch.ones_like(qn),
+                    torch.ones_like(kn),
+                )
             products = (q.t() @ k).view(heads, width, heads, width)
             attn = torch.diagonal(products, dim1=0, dim2=2).permute(2, 0, 1)  # (heads, d, d)
             attn = (attn / (qn[..., :, None] * kn[..., None, :]) * self.temperature).softmax(-1)

@@ -2,13 +2,15 @@
 
 `window_attention.cpp` fuses narrow-head window attention (why: the file's header). It is
 built once per machine with the system C++ compiler (`$CXX`, else `c++`), `-march=native`
-and OpenMP, into the user cache (`UPRES_CACHE_DIR`, e.g. ~/.cache/upres/kernels), under a
-name that hashes the source, the flags and the CPU, written to a temporary name and renamed
-so that concurrent workers never load half a file. It is called through `ctypes` (no torch
-headers, so the build takes about a second), on torch's own OpenMP threads.
+and GCC's OpenMP, into the user cache (`UPRES_CACHE_DIR`, e.g. ~/.cache/upres/kernels),
+under a name that hashes the source, the flags, the CPU and the compiler's version, written
+to a temporary name and renamed so that concurrent workers never load half a file. It is
+called through `ctypes` (no torch headers, so the build takes about a second), on torch's
+own OpenMP threads.
 
-Without a compiler (a warning says so, once), on Windows, or with `UPRES_NATIVE_KERNELS=0`,
-`supports` says no and the caller keeps its torch path: same maths, only slower.
+Without a compiler (a warning says so, once), on Windows, on macOS unless `$CXX` names one
+with OpenMP, or with `UPRES_NATIVE_KERNELS=0`, `supports` says no and the caller keeps its
+torch path: same maths, only slower.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import subprocess
 import sys
+import tempfile
 import threading
 import weakref
 from functools import lru_cache
@@ -31,7 +35,7 @@ import torch
 log = logging.getLogger("upres")
 
 SOURCE = Path(__file__).with_name("window_attention.cpp")
-FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-std=c++17", "-shared", "-fPIC"]
+FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC"]
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
 
 Border = tuple[list[int], torch.Tensor]  # as in windows.py: masked windows and their masks
@@ -57,24 +61,49 @@ def cpu_identity() -> str:
     return f"{platform.machine()} {platform.processor()} {flags}"
 
 
-def compiler() -> str:
-    return os.environ.get("CXX") or "c++"
+def compiler() -> list[str]:
+    """The C++ compiler command: `$CXX` (words, as a shell splits them), else `c++`."""
+    return shlex.split(os.environ.get("CXX") or "c++")
+
+
+def compiler_identity() -> str:
+    """The compiler's --version: a new compiler (or libstdc++) builds a new library."""
+    return version_of(tuple(compiler()))
+
+
+@lru_cache(maxsize=4)
+def version_of(command: tuple[str, ...]) -> str:
+    try:
+        done = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout
+
+
+def openmp_flags() -> list[str]:
+    """OpenMP from GCC's runtime, the one torch's Linux wheels carry (clang would link a
+    second runtime, libomp, whose threads would compete with torch's)."""
+    return ["-fopenmp=libgomp"] if "clang" in compiler_identity().lower() else ["-fopenmp"]
 
 
 def library_path() -> Path:
     digest = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode(), cpu_identity().encode()):
-        digest.update(part)
+    for part in (SOURCE.read_bytes(), " ".join(FLAGS), cpu_identity(), compiler_identity()):
+        digest.update(part if isinstance(part, bytes) else part.encode())
     return kernels_dir() / f"window_attention-{digest.hexdigest()[:16]}.so"
 
 
 def build(target: Path) -> None:
     """Compile the source to `target` (atomically); raises OSError or CalledProcessError."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.part")
+    handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=target.name, suffix=".part")
+    os.close(handle)
+    partial = Path(partial_name)
     try:
         subprocess.run(
-            [compiler(), *FLAGS, str(SOURCE), "-o", str(partial)],
+            [*compiler(), *FLAGS, *openmp_flags(), str(SOURCE), "-o", str(partial)],
             check=True,
             capture_output=True,
             text=True,
@@ -95,13 +124,21 @@ def library() -> ctypes.CDLL | None:
     global _failure
     if not enabled() or sys.platform == "win32":
         return None
+    if sys.platform == "darwin" and "CXX" not in os.environ:
+        _failure = "macOS: set CXX to a compiler with OpenMP to build it"
+        return None  # Apple's clang has no OpenMP: no build to try, nothing to warn of
     with _building:
         try:
             target = library_path()
             if not target.is_file():
                 log.info("compiling upres's native attention kernel into %s", target)
                 build(target)
-            return bind(ctypes.CDLL(str(target)))
+            try:
+                return bind(ctypes.CDLL(str(target)))
+            except OSError:  # a stale or damaged build (another libstdc++?): rebuild once
+                target.unlink(missing_ok=True)
+                build(target)
+                return bind(ctypes.CDLL(str(target)))
         except (OSError, subprocess.SubprocessError, AttributeError) as error:
             detail = getattr(error, "stderr", "") or str(error)
             _failure = detail.strip()[-300:]
@@ -143,7 +180,9 @@ def supports(qkv: torch.Tensor, heads: int, window: tuple[int, int]) -> bool:
         and height % win_h == 0
         and width % win_w == 0
         and not qkv.requires_grad  # no backward: training keeps torch's path
-        and not torch.compiler.is_compiling()  # a compiled graph cannot trace a C call
+        and type(qkv) is torch.Tensor  # real memory (not a fake or traced tensor)
+        and not torch.compiler.is_compiling()  # a graph being traced cannot record a C call
+        and not torch.jit.is_tracing()
     )
     if not fits:
         return False
@@ -193,7 +232,7 @@ def window_attention(
 
 
 # Biases and masks come from caches that never change a tensor in place (a new bias is a new
-# tensor): their transposes are kept while they live, by identity.
+# tensor): their transposes are kept while they live, by identity, and go with them.
 _transposed: dict[int, tuple[weakref.ref, torch.Tensor]] = {}
 
 
@@ -203,7 +242,6 @@ def transposed_float32(t: torch.Tensor) -> torch.Tensor:
     if entry is not None and entry[0]() is t:
         return entry[1]
     result = t.detach().to(torch.float32).transpose(-2, -1).contiguous()
-    if len(_transposed) > 64:
-        _transposed.clear()
     _transposed[id(t)] = (weakref.ref(t), result)
+    weakref.finalize(t, _transposed.pop, id(t), None)
     return result
