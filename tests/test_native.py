@@ -107,19 +107,23 @@ def test_kernel_matches_torch(build_of, window, heads, channels, shifted, with_b
     assert torch.isnan(out[..., channels:]).all(), "wrote outside its half of the channels"
 
 
-def test_dat_runs_through_the_kernel_and_matches_the_reference(kernel, monkeypatch) -> None:
+def fast_dat_against_reference(image: torch.Tensor) -> float:
+    """PSNR of the accelerated tiny DAT (tests/test_fast.py) against its reference modules."""
     from test_fast import randomise_biases, tiny_networks
     from upres.engine.fast import accelerate
 
-    calls = []
-    real = native.window_attention
-    monkeypatch.setattr(native, "window_attention", lambda *a: calls.append(1) or real(*a))
     reference_net = randomise_biases(tiny_networks()["DAT"])
     fast = copy.deepcopy(reference_net)
     accelerate(fast)
-    image = torch.rand(2, 3, 40, 56)
     with torch.inference_mode():
-        assert psnr(reference_net(image), fast(image)) >= 80
+        return psnr(reference_net(image), fast(image))
+
+
+def test_dat_runs_through_the_kernel_and_matches_the_reference(kernel, monkeypatch) -> None:
+    calls = []
+    real = native.window_attention
+    monkeypatch.setattr(native, "window_attention", lambda *a: calls.append(1) or real(*a))
+    assert fast_dat_against_reference(torch.rand(2, 3, 40, 56)) >= 80
     assert len(calls) == 2 * 2, "two spatial blocks, two branches each"
 
 
@@ -139,9 +143,6 @@ def test_kernel_is_built_once_and_reused(kernel, monkeypatch) -> None:
 
 
 def test_without_a_compiler_torch_does_the_work(monkeypatch, tmp_path, caplog) -> None:
-    from test_fast import randomise_biases, tiny_networks
-    from upres.engine.fast import accelerate
-
     monkeypatch.setenv("UPRES_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     native.library.cache_clear()
@@ -151,12 +152,7 @@ def test_without_a_compiler_torch_does_the_work(monkeypatch, tmp_path, caplog) -
             assert native.library() is None
         assert "native kernels unavailable" in caplog.text
         assert native.state().startswith("unavailable: ")
-        reference_net = randomise_biases(tiny_networks()["DAT"])
-        fast = copy.deepcopy(reference_net)
-        accelerate(fast)
-        image = torch.rand(1, 3, 32, 32)
-        with torch.inference_mode():
-            assert psnr(reference_net(image), fast(image)) >= 80
+        assert fast_dat_against_reference(torch.rand(1, 3, 32, 32)) >= 80
         assert not any(tmp_path.joinpath("kernels").glob("*.part")), "no half-written library"
     finally:
         native.library.cache_clear()

@@ -183,7 +183,7 @@ def attend(
     batch = layout.batch if layout is not None else 1
     q, k, v = (t.reshape(batch, -1, *t.shape[1:]) for t in (q, k, v))
     scale = d**-0.5 if scale is None else scale
-    return window_attention(q, k, v, bias.to(q.dtype), scale, border).view(-1, heads, n, d)
+    return window_attention(q, k, v, bias, scale, border).view(-1, heads, n, d)
 
 
 def window_attention(

@@ -32,13 +32,13 @@ from pathlib import Path
 import platformdirs
 import torch
 
+from upres.engine.fast.windows import Border
+
 log = logging.getLogger("upres")
 
 SOURCE = Path(__file__).with_name("window_attention.cpp")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-std=c++17", "-shared", "-fPIC"]
 DTYPES = {torch.float32: 0, torch.bfloat16: 1}
-
-Border = tuple[list[int], torch.Tensor]  # as in windows.py: masked windows and their masks
 
 
 def enabled() -> bool:
